@@ -1,0 +1,1 @@
+"""Alembic environment and revisions of the mirror schema (run through toolwarden.mirror)."""

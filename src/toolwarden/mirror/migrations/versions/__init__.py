@@ -1,0 +1,1 @@
+"""Migration revisions, named by date and slug; Alembic skips this file."""

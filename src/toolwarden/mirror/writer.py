@@ -1,0 +1,383 @@
+"""The background writer: the only way the worker touches the mirror database.
+
+`submit` and `heartbeat` only put the item in memory under a short lock and return; a daemon
+thread drains it in batches. Snapshots are coalesced per run (the newest wins, events are kept
+and deduplicated by sequence), heartbeats are throttled per run (the last value wins), and when
+the database is down, locked or slow the thread retries with exponential backoff and catches up
+once it answers. Nothing here ever raises into, blocks or slows a tool run.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+
+from pydantic import BaseModel
+from sqlalchemy import Engine
+
+from toolwarden.config import MirrorSettings
+from toolwarden.mirror.engine import make_engine, redact
+from toolwarden.models import LiveDetails, MirrorUpdate, RunEvent, RunStatus
+
+log = logging.getLogger(__name__)
+
+MAX_RUNS_PER_BATCH = 500
+_MAX_REMEMBERED = 100_000
+
+
+class MirrorStats(BaseModel):
+    """What `db status` and the worker's /readyz report about the writer."""
+
+    connected: bool
+    backlog: int
+    lag_seconds: float | None
+    written_total: int
+    last_error: str | None
+    last_write_at: datetime | None
+    events_written_total: int = 0
+    heartbeats_written_total: int = 0
+    dropped_events_total: int = 0
+    failures_total: int = 0
+
+
+@dataclass
+class _PendingRun:
+    status: RunStatus
+    since: float  # monotonic time of the oldest unwritten snapshot or event
+    events: dict[int, RunEvent] = field(default_factory=dict)
+
+    def size(self) -> int:
+        return 1 + len(self.events)
+
+
+@dataclass
+class _PendingBeat:
+    live: LiveDetails
+    received: float
+
+
+@dataclass
+class _Batch:
+    runs: dict[str, _PendingRun]
+    beats: dict[str, _PendingBeat]
+
+    def empty(self) -> bool:
+        return not self.runs and not self.beats
+
+
+class MirrorWriter:
+    """Writes run snapshots, events and throttled heartbeats to the mirror in the background."""
+
+    def __init__(
+        self,
+        url: str,
+        settings: MirrorSettings,
+        *,
+        upgrade_schema: bool = True,
+        retry_initial: float = 0.2,
+        retry_max: float = 10.0,
+        busy_timeout_ms: int = 2000,
+    ) -> None:
+        self.url = url
+        self.settings = settings
+        self._upgrade_schema = upgrade_schema
+        self._retry_initial = retry_initial
+        self._retry_max = retry_max
+        self._busy_timeout_ms = busy_timeout_ms
+        self._interval = settings.heartbeat_write_interval.total_seconds()
+        self._lock = threading.Lock()
+        self._wake = threading.Condition(self._lock)
+        self._runs: dict[str, _PendingRun] = {}
+        self._beats: dict[str, _PendingBeat] = {}
+        self._beat_written: dict[str, float] = {}
+        self._finished: dict[str, float] = {}  # runs seen terminal: later heartbeats are late
+        self._size = 0
+        self._stopping = False
+        self._deadline: float | None = None
+        self._thread: threading.Thread | None = None
+        self._engine: Engine | None = None
+        self._schema_checked = not upgrade_schema
+        # Stats, guarded by the lock.
+        self._connected = False
+        self._written = 0
+        self._events_written = 0
+        self._beats_written = 0
+        self._dropped = 0
+        self._failures = 0
+        self._last_error: str | None = None
+        self._last_write_at: datetime | None = None
+
+    # -- public API ------------------------------------------------------------------------
+
+    def start(self) -> None:
+        with self._lock:
+            if self._thread is not None:
+                return
+            self._stopping = False
+            self._thread = threading.Thread(
+                target=self._loop, name="toolwarden-mirror", daemon=True
+            )
+            self._thread.start()
+
+    def stop(self, timeout: float = 5.0) -> None:
+        """Flush what can be written within `timeout` seconds, then stop the thread."""
+        with self._lock:
+            thread = self._thread
+            self._stopping = True
+            self._deadline = time.monotonic() + timeout
+            self._wake.notify_all()
+        if thread is not None:
+            thread.join(timeout + 1.0)
+        with self._lock:
+            self._thread = None
+        if self._engine is not None:
+            self._engine.dispose()
+            self._engine = None
+
+    def submit(self, update: MirrorUpdate) -> None:
+        """Queue a run snapshot and its new events; never blocks, never raises."""
+        try:
+            now = time.monotonic()
+            run_id = update.status.run_id
+            with self._lock:
+                pending = self._runs.get(run_id)
+                before = 0
+                if pending is None:
+                    pending = self._runs[run_id] = _PendingRun(status=update.status, since=now)
+                else:
+                    before = pending.size()
+                    if update.status.updated_at >= pending.status.updated_at:
+                        pending.status = update.status
+                for event in update.events:
+                    pending.events[event.seq] = event
+                self._size += pending.size() - before
+                if update.status.state.terminal:
+                    self._finished[run_id] = now
+                    self._drop_beat(run_id)
+                    if len(self._finished) > _MAX_REMEMBERED:
+                        for old in list(self._finished)[: _MAX_REMEMBERED // 2]:
+                            del self._finished[old]
+                self._enforce_backlog()
+                self._wake.notify()
+        except Exception:  # the mirror never fails a run
+            log.exception("mirror: could not queue an update")
+
+    def heartbeat(self, run_id: str, live: LiveDetails) -> None:
+        """Record a heartbeat; written at most once per interval per run, last value wins."""
+        try:
+            now = time.monotonic()
+            if live.last_heartbeat_at is None:
+                live = live.model_copy(update={"last_heartbeat_at": datetime.now(UTC)})
+            with self._lock:
+                if run_id in self._finished:
+                    return
+                if run_id not in self._beats:
+                    self._size += 1
+                self._beats[run_id] = _PendingBeat(live=live, received=now)
+                self._enforce_backlog()
+                if self._beat_due(run_id, now) <= now:
+                    self._wake.notify()
+                if len(self._beat_written) > _MAX_REMEMBERED:
+                    stale = now - 100 * self._interval
+                    for key in [k for k, t in self._beat_written.items() if t < stale]:
+                        del self._beat_written[key]
+        except Exception:
+            log.exception("mirror: could not queue a heartbeat")
+
+    def stats(self) -> MirrorStats:
+        with self._lock:
+            now = time.monotonic()
+            oldest: float | None = None
+            for pending in self._runs.values():
+                oldest = pending.since if oldest is None else min(oldest, pending.since)
+            for run_id, beat in self._beats.items():
+                due = max(beat.received, self._beat_due(run_id, now))
+                if due <= now:
+                    oldest = due if oldest is None else min(oldest, due)
+            return MirrorStats(
+                connected=self._connected,
+                backlog=self._size,
+                lag_seconds=None if oldest is None else max(now - oldest, 0.0),
+                written_total=self._written,
+                last_error=self._last_error,
+                last_write_at=self._last_write_at,
+                events_written_total=self._events_written,
+                heartbeats_written_total=self._beats_written,
+                dropped_events_total=self._dropped,
+                failures_total=self._failures,
+            )
+
+    # -- queue internals (called with the lock held) ---------------------------------------
+
+    def _beat_due(self, run_id: str, now: float) -> float:
+        last = self._beat_written.get(run_id)
+        return now if last is None else last + self._interval
+
+    def _drop_beat(self, run_id: str) -> None:
+        if self._beats.pop(run_id, None) is not None:
+            self._size -= 1
+        self._beat_written.pop(run_id, None)
+
+    def _enforce_backlog(self) -> None:
+        """Over `max_backlog`, shed the oldest queued events; snapshots are never dropped."""
+        excess = self._size - self.settings.max_backlog
+        if excess <= 0:
+            return
+        for pending in self._runs.values():
+            while excess > 0 and pending.events:
+                del pending.events[min(pending.events)]
+                self._size -= 1
+                self._dropped += 1
+                excess -= 1
+            if excess <= 0:
+                break
+        if self._dropped:
+            self._last_error = (
+                f"backlog over {self.settings.max_backlog}: dropped {self._dropped} events "
+                "(run `toolwarden db rebuild` once the database is back)"
+            )
+
+    def _take(self, now: float) -> _Batch:
+        runs: dict[str, _PendingRun] = {}
+        for run_id in list(self._runs)[:MAX_RUNS_PER_BATCH]:
+            runs[run_id] = self._runs.pop(run_id)
+        beats: dict[str, _PendingBeat] = {}
+        for run_id in list(self._beats):
+            if self._beat_due(run_id, now) <= now:
+                beats[run_id] = self._beats.pop(run_id)
+        self._size -= sum(p.size() for p in runs.values()) + len(beats)
+        return _Batch(runs, beats)
+
+    def _put_back(self, batch: _Batch) -> None:
+        """Return a batch that failed, under anything newer that arrived meanwhile."""
+        for run_id, old in batch.runs.items():
+            new = self._runs.get(run_id)
+            if new is None:
+                self._runs[run_id] = old
+                self._size += old.size()
+                continue
+            before = new.size()
+            if old.status.updated_at > new.status.updated_at:
+                new.status = old.status
+            for seq, event in old.events.items():
+                new.events.setdefault(seq, event)
+            new.since = min(new.since, old.since)
+            self._size += new.size() - before
+        for run_id, beat in batch.beats.items():
+            if run_id not in self._beats and run_id not in self._finished:
+                self._beats[run_id] = beat
+                self._size += 1
+        # Keep the oldest runs first so they are retried first.
+        self._runs = dict(sorted(self._runs.items(), key=lambda item: item[1].since))
+
+    def _next_wakeup(self, now: float) -> float | None:
+        """Seconds until something is due, or None when nothing is queued."""
+        if self._runs:
+            return 0.0
+        if not self._beats:
+            return None
+        return max(min(self._beat_due(r, now) for r in self._beats) - now, 0.0)
+
+    # -- the thread --------------------------------------------------------------------------
+
+    def _loop(self) -> None:
+        backoff = self._retry_initial
+        while True:
+            with self._lock:
+                while True:
+                    now = time.monotonic()
+                    wait = self._next_wakeup(now)
+                    if self._stopping:
+                        if wait is None or (self._deadline is not None and now >= self._deadline):
+                            return
+                        # Throttled heartbeats are flushed on the way out.
+                        break
+                    if wait == 0.0:
+                        break
+                    self._wake.wait(wait)
+                batch = self._take(now) if not self._stopping else self._take(float("inf"))
+            if batch.empty():
+                continue
+            try:
+                self._write(batch)
+            except Exception as exc:
+                message = f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
+                log.warning(
+                    "mirror %s unavailable (%s); retrying in %.1fs",
+                    redact(self.url),
+                    message,
+                    backoff,
+                )
+                with self._lock:
+                    self._put_back(batch)
+                    self._connected = False
+                    self._failures += 1
+                    self._last_error = message[:500]
+                    deadline = time.monotonic() + backoff
+                    while True:
+                        remaining = deadline - time.monotonic()
+                        if self._stopping and self._deadline is not None:
+                            remaining = min(remaining, self._deadline - time.monotonic())
+                        if remaining <= 0:
+                            break
+                        self._wake.wait(remaining)
+                    if (
+                        self._stopping
+                        and self._deadline is not None
+                        and time.monotonic() >= self._deadline
+                    ):
+                        return
+                backoff = min(backoff * 2, self._retry_max)
+                self._dispose_engine()
+                continue
+            backoff = self._retry_initial
+
+    def _dispose_engine(self) -> None:
+        if self._engine is not None:
+            try:
+                self._engine.dispose()
+            except Exception:
+                log.debug("mirror: dispose failed", exc_info=True)
+            self._engine = None
+
+    def _ensure_schema(self) -> None:
+        if self._schema_checked:
+            return
+        from toolwarden.mirror.migrate import current, head_revision, known_revisions, upgrade
+
+        revision = current(self.url)
+        if revision != head_revision() and (revision is None or revision in known_revisions()):
+            upgrade(self.url)
+        self._schema_checked = True
+
+    def _write(self, batch: _Batch) -> None:
+        from toolwarden.mirror.projection import apply_heartbeats, apply_updates
+
+        self._ensure_schema()
+        if self._engine is None:
+            self._engine = make_engine(self.url, busy_timeout_ms=self._busy_timeout_ms)
+        updates = [
+            MirrorUpdate(status=p.status, events=[p.events[s] for s in sorted(p.events)])
+            for p in batch.runs.values()
+        ]
+        beats = [(run_id, beat.live) for run_id, beat in batch.beats.items()]
+        with self._engine.begin() as conn:
+            apply_updates(conn, updates)
+            apply_heartbeats(conn, beats)
+        now = time.monotonic()
+        with self._lock:
+            for run_id in batch.beats:
+                self._beat_written[run_id] = now
+            for update in updates:
+                if update.status.state.terminal:
+                    self._beat_written.pop(update.status.run_id, None)
+            self._connected = True
+            self._written += len(updates) + len(beats)
+            self._events_written += sum(len(u.events) for u in updates)
+            self._beats_written += len(beats)
+            self._last_write_at = datetime.now(UTC)
+            if not self._dropped:
+                self._last_error = None
