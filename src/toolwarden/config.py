@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import re
 from datetime import timedelta
+from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -331,6 +332,20 @@ def load_settings(explicit: str | Path | None = None, **overrides: Any) -> Setti
         raise ConfigError(_describe(exc, path)) from exc
 
 
+def _plain(value: Any) -> Any:
+    if isinstance(value, timedelta):
+        return f"{value.total_seconds():g}s"
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_plain(v) for v in value]
+    if isinstance(value, Path):
+        return str(value)
+    if isinstance(value, StrEnum):
+        return value.value
+    return value
+
+
 def effective_config(settings: Settings) -> dict[str, Any]:
-    """The settings as plain data, durations in seconds, for `config show`."""
-    return settings.model_dump(mode="json")
+    """The settings as plain data in the file's own notation (`30s`), for `config show`."""
+    return {k: _plain(v) for k, v in settings.model_dump().items()}

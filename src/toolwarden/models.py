@@ -153,6 +153,12 @@ class ApprovalAsk(Model):
     attempt: int = 0
 
 
+class ApprovalRef(Model):
+    """Names one approval of a run (input of the `wait_decision` update)."""
+
+    key: ApprovalKey
+
+
 class Decision(Model):
     """What the tool receives: the answer to one approval request."""
 

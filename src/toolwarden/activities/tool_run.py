@@ -1,0 +1,292 @@
+"""Activities: thin adapters from Temporal to process control, the tool channel and the mirror."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import os
+import socket
+import time
+from collections.abc import Callable
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Protocol
+
+from temporalio import activity
+from temporalio.client import WorkflowHandle
+from temporalio.exceptions import ApplicationError
+
+from toolwarden import metrics
+from toolwarden.channel import ToolChannel
+from toolwarden.config import Settings
+from toolwarden.models import (
+    ApprovalAsk,
+    ApprovalRecord,
+    ApprovalRef,
+    ApprovalState,
+    AttemptOutcome,
+    AttemptResult,
+    AttemptSpec,
+    Decision,
+    LiveDetails,
+    MirrorUpdate,
+)
+from toolwarden.process import (
+    LaunchError,
+    Launched,
+    drain_output,
+    kill_stale_group,
+    launch,
+    supervise,
+)
+from toolwarden.protocol import (
+    ENV_ATTEMPT,
+    ENV_RESUME,
+    ENV_RUN_ID,
+    ENV_SOCKET,
+    EXIT_AWAIT_DECISION,
+)
+
+RUN_TOOL = "run_tool"
+PROJECT_RUN = "project_run"
+MAX_TICK_SECONDS = 1.0
+
+
+class MirrorSink(Protocol):
+    def submit(self, update: MirrorUpdate) -> None: ...
+
+    def heartbeat(self, run_id: str, live: LiveDetails) -> None: ...
+
+
+def log_paths(settings: Settings, run_id: str, name: str) -> tuple[Path, Path]:
+    base = settings.logs_dir / run_id
+    return base / f"{name}.stdout.log", base / f"{name}.stderr.log"
+
+
+def socket_path(settings: Settings, run_id: str, name: str) -> Path:
+    digest = hashlib.sha256(f"{run_id}\0{name}".encode()).hexdigest()[:20]
+    return settings.socket_dir / f"{digest}.sock"
+
+
+class _Attempt:
+    """Live state of one launch, shared by the heartbeat loop and the tool channel."""
+
+    def __init__(self, attempt: AttemptSpec, host: str) -> None:
+        self.spec = attempt
+        self.host = host
+        self.launched: Launched | None = None
+        self.last_beat = 0.0
+        self.last_beat_at: datetime | None = None
+        self.progress: float | None = None
+        self.message: str | None = None
+        self.asked: set[str] = set()
+        self.decided: set[str] = set()
+        self.waiting: set[str] = set()
+
+    def on_heartbeat(self, progress: float | None, message: str | None) -> None:
+        self.last_beat = time.monotonic()
+        self.last_beat_at = datetime.now(UTC)
+        if progress is not None:
+            self.progress = progress
+        if message is not None:
+            self.message = message
+
+    def live(self) -> LiveDetails:
+        launched = self.launched
+        last_output_at = None
+        if launched is not None and launched.last_output > 0:
+            ago = time.monotonic() - launched.last_output
+            last_output_at = datetime.fromtimestamp(time.time() - ago, UTC)
+        return LiveDetails(
+            attempt=self.spec.attempt,
+            pid=launched.pid if launched else None,
+            pgid=launched.pgid if launched else None,
+            host=self.host,
+            started_at=launched.started_at if launched else None,
+            last_output_at=last_output_at if launched and launched.stdout.total_bytes
+            + launched.stderr.total_bytes else None,
+            last_heartbeat_at=self.last_beat_at,
+            progress=self.progress,
+            message=self.message,
+            waiting_keys=sorted(self.waiting),
+            stdout_path=str(launched.stdout.path) if launched else None,
+            stderr_path=str(launched.stderr.path) if launched else None,
+            tail=list(launched.tail) if launched else [],
+        )
+
+
+class ToolActivities:
+    def __init__(self, settings: Settings, mirror: MirrorSink | None = None) -> None:
+        self._settings = settings
+        self._mirror = mirror
+        self._host = socket.gethostname()
+        self.running = 0
+
+    @activity.defn(name=RUN_TOOL)
+    async def run_tool(self, attempt: AttemptSpec) -> AttemptResult:
+        info = activity.info()
+        spec = attempt.spec
+        self._reap_previous_attempt(info.heartbeat_details)
+        name = f"attempt-{attempt.attempt}"
+        if info.attempt > 1:
+            name += f".{info.attempt}"  # relaunched after its worker was lost
+        stdout_path, stderr_path = log_paths(self._settings, spec.run_id, name)
+        state = _Attempt(attempt, self._host)
+        workflow = activity.client().get_workflow_handle(info.workflow_id)
+        channel = ToolChannel(
+            socket_path(self._settings, spec.run_id, name),
+            run_id=spec.run_id,
+            attempt=attempt.attempt,
+            heartbeat_interval=min(1.0, self._settings.worker.heartbeat_interval.total_seconds()),
+            on_heartbeat=state.on_heartbeat,
+            on_request=lambda ask, notify: self._ask_workflow(workflow, state, ask, notify),
+        )
+        await channel.start()
+        try:
+            return await self._run(attempt, state, channel, stdout_path, stderr_path)
+        finally:
+            await channel.close()
+
+    async def _run(
+        self,
+        attempt: AttemptSpec,
+        state: _Attempt,
+        channel: ToolChannel,
+        stdout_path: Path,
+        stderr_path: Path,
+    ) -> AttemptResult:
+        spec = attempt.spec
+        env = {k: v for k, v in os.environ.items() if k != ENV_RESUME}
+        env.update(spec.env)
+        env[ENV_SOCKET] = str(channel.path)
+        env[ENV_RUN_ID] = spec.run_id
+        env[ENV_ATTEMPT] = str(attempt.attempt)
+        if attempt.resume:
+            env[ENV_RESUME] = json.dumps(
+                {k: d.model_dump(mode="json") for k, d in attempt.resume.items()}
+            )
+        result = AttemptResult(attempt=attempt.attempt, outcome=AttemptOutcome.FAILED_TO_START)
+        result.host = self._host
+        result.stdout_path, result.stderr_path = str(stdout_path), str(stderr_path)
+        try:
+            launched = await launch(
+                spec.argv,
+                cwd=spec.cwd,
+                env=env,
+                stdout_path=stdout_path,
+                stderr_path=stderr_path,
+                log_cap_bytes=spec.log_cap_bytes,
+                tail_lines=spec.tail_lines,
+            )
+        except LaunchError as exc:
+            result.error, result.exit_code = str(exc), exc.exit_code
+            result.started_at = result.ended_at = datetime.now(UTC)
+            return result
+        state.launched = launched
+        self.running += 1
+        metrics.attempt_started(spec.tool_name)
+        self._beat(state)
+        ending = None
+        try:
+            ending = await supervise(
+                launched,
+                timeout=spec.timeout.total_seconds() if spec.timeout else None,
+                hang_timeout=spec.hang_timeout.total_seconds() if spec.hang_timeout else None,
+                kill_grace=spec.kill_grace.total_seconds(),
+                tick=min(MAX_TICK_SECONDS, self._settings.worker.heartbeat_interval.total_seconds()),
+                last_tool_heartbeat=lambda: state.last_beat,
+                waiting_for_person=lambda: bool(state.waiting),
+                on_tick=lambda: self._beat(state),
+            )
+        except asyncio.CancelledError:
+            if activity.is_worker_shutdown():
+                # Not a cancelled run: this worker is draining, so another one relaunches it.
+                raise ApplicationError(
+                    "worker shut down; the tool will be relaunched", type="WorkerShutdown"
+                ) from None
+            raise
+        finally:
+            self.running -= 1
+            await drain_output(launched)
+            outcome = ending.outcome if ending else AttemptOutcome.CANCELLED
+            metrics.attempt_ended(spec.tool_name, outcome.value)
+            if outcome is AttemptOutcome.HUNG:
+                metrics.hung_kill(spec.tool_name)
+        outcome = ending.outcome
+        undecided = sorted(state.asked - state.decided)
+        if ending.exit_code == EXIT_AWAIT_DECISION and undecided:
+            outcome = AttemptOutcome.AWAITING_DECISION
+        live = state.live()
+        return result.model_copy(
+            update={
+                "outcome": outcome,
+                "exit_code": ending.exit_code,
+                "signal": ending.signal,
+                "error": ending.error,
+                "pid": launched.pid,
+                "pgid": launched.pgid,
+                "started_at": launched.started_at,
+                "ended_at": datetime.now(UTC),
+                "stdout_bytes": launched.stdout.total_bytes,
+                "stderr_bytes": launched.stderr.total_bytes,
+                "truncated": launched.stdout.truncated or launched.stderr.truncated,
+                "tail": live.tail,
+                "pending_keys": undecided,
+                "progress": state.progress,
+                "message": state.message,
+            }
+        )
+
+    def _beat(self, state: _Attempt) -> None:
+        live = state.live()
+        activity.heartbeat(live)
+        if self._mirror is not None:
+            self._mirror.heartbeat(state.spec.spec.run_id, live)
+
+    def _reap_previous_attempt(self, details: object) -> None:
+        """A relaunch after a lost worker: kill what that attempt left on this host."""
+        if not details:
+            return
+        try:
+            (previous,) = activity.payload_converter().from_payloads(
+                list(details),  # type: ignore[call-overload]
+                [LiveDetails],
+            )
+        except Exception:  # details from an older version: nothing to reap
+            return
+        if isinstance(previous, LiveDetails) and previous.host == self._host and previous.pgid:
+            kill_stale_group(previous.pgid)
+
+    async def _ask_workflow(
+        self,
+        workflow: WorkflowHandle[object, object],
+        state: _Attempt,
+        ask: ApprovalAsk,
+        notify_pending: Callable[[str, datetime], None],
+    ) -> Decision:
+        state.asked.add(ask.key)
+        state.waiting.add(ask.key)
+        try:
+            ask = ask.model_copy(update={"attempt": state.spec.attempt})
+            record = await workflow.execute_update(
+                "request_approval", ask, result_type=ApprovalRecord
+            )
+            if record.state is not ApprovalState.PENDING:
+                state.decided.add(ask.key)
+                return record.decision()
+            notify_pending(record.approval_id, record.expires_at)
+            decision = await workflow.execute_update(
+                "wait_decision", ApprovalRef(key=ask.key), result_type=Decision
+            )
+            state.decided.add(ask.key)
+            return decision
+        finally:
+            state.waiting.discard(ask.key)
+
+    @activity.defn(name=PROJECT_RUN)
+    async def project_run(self, update: MirrorUpdate) -> None:
+        """Hand a run's new state to the mirror and metrics; never fails, never blocks."""
+        metrics.observe_update(update)
+        if self._mirror is not None:
+            self._mirror.submit(update)

@@ -1,0 +1,158 @@
+"""`approvals`, `approve` and `reject`: operators decide."""
+
+from __future__ import annotations
+
+import getpass
+import json
+from datetime import UTC, datetime
+
+import click
+from pydantic import JsonValue
+
+from toolwarden.cli.common import CliError, echo_json, human_seconds, run_async, settings_of, table
+from toolwarden.config import Settings
+from toolwarden.models import DecideResult
+
+
+def default_approver() -> str:
+    try:
+        return getpass.getuser()
+    except Exception:  # no passwd entry in some containers
+        return "unknown"
+
+
+def _parse_response(value: str | None) -> JsonValue:
+    if value is None:
+        return None
+    try:
+        parsed: JsonValue = json.loads(value)
+    except json.JSONDecodeError as exc:
+        raise click.BadParameter(f"not valid JSON: {exc.msg}", param_hint="--response") from exc
+    return parsed
+
+
+@click.command()
+@click.option("--all", "show_all", is_flag=True, help="Also show each approval's details.")
+@click.option("--json", "as_json", is_flag=True, help="One JSON document (schema in docs/guide.md).")
+@click.pass_context
+def approvals(ctx: click.Context, show_all: bool, as_json: bool) -> None:
+    """List pending approvals, oldest first."""
+
+    async def go() -> None:
+        from toolwarden.client import Supervisor
+
+        supervisor = await Supervisor.connect(settings_of(ctx))
+        pending = await supervisor.pending_approvals()
+        if as_json:
+            echo_json({"approvals": [p.model_dump(mode="json") for p in pending]})
+            return
+        if not pending:
+            click.echo("no pending approvals")
+            return
+        now = datetime.now(UTC)
+        table(
+            [
+                [
+                    p.approval.approval_id,
+                    p.approval.run_id,
+                    p.tool_name,
+                    human_seconds((now - p.approval.requested_at).total_seconds()),
+                    human_seconds((p.approval.expires_at - now).total_seconds()),
+                    p.approval.summary[:60],
+                ]
+                for p in pending
+            ],
+            ["id", "run", "tool", "age", "expires in", "summary"],
+        )
+        if show_all:
+            for p in pending:
+                if p.approval.details is not None:
+                    click.echo(f"\n{p.approval.approval_id} details:")
+                    click.echo(json.dumps(p.approval.details, indent=2))
+
+    run_async(go())
+
+
+def _check_approver(settings: Settings, by: str) -> None:
+    allowed = settings.approvals.approvers
+    if allowed and by not in allowed:
+        raise CliError(f"{by} is not an allowed approver (approvals.approvers in the config)")
+
+
+def _report(result: DecideResult) -> None:
+    approval = result.approval
+    if result.took_effect:
+        click.echo(f"{approval.approval_id} {approval.state.value} by {approval.decided_by}")
+        return
+    raise CliError(f"{approval.approval_id} not changed: {result.message}")
+
+
+async def _decide(
+    settings: Settings,
+    approval_id: str,
+    *,
+    approve: bool,
+    by: str,
+    reason: str | None,
+    response: JsonValue,
+) -> DecideResult:
+    from toolwarden.client import Supervisor
+
+    supervisor = await Supervisor.connect(settings)
+    return await supervisor.decide(
+        approval_id, approve=approve, by=by, reason=reason, response=response
+    )
+
+
+@click.command()
+@click.argument("approval_id")
+@click.option("--reason", help="Why (recorded, and given to the tool).")
+@click.option("--by", help="Who decides (default: your OS user).")
+@click.option("--response", metavar="JSON", help="JSON handed to the tool with the decision.")
+@click.pass_context
+def approve(
+    ctx: click.Context,
+    approval_id: str,
+    reason: str | None,
+    by: str | None,
+    response: str | None,
+) -> None:
+    """Approve APPROVAL_ID (RUN/KEY, as `toolwarden approvals` lists it)."""
+    settings = settings_of(ctx)
+    decider = by or default_approver()
+    _check_approver(settings, decider)
+    parsed = _parse_response(response)
+    _report(
+        run_async(
+            _decide(settings, approval_id, approve=True, by=decider, reason=reason, response=parsed)
+        )
+    )
+
+
+@click.command()
+@click.argument("approval_id")
+@click.option("--reason", required=True, help="Why (required; given to the tool).")
+@click.option("--by", help="Who decides (default: your OS user).")
+@click.option("--response", metavar="JSON", help="JSON handed to the tool with the decision.")
+@click.pass_context
+def reject(
+    ctx: click.Context,
+    approval_id: str,
+    reason: str,
+    by: str | None,
+    response: str | None,
+) -> None:
+    """Reject APPROVAL_ID; a reason is required."""
+    settings = settings_of(ctx)
+    decider = by or default_approver()
+    _check_approver(settings, decider)
+    if not reason.strip():
+        raise CliError("a reason is required to reject")
+    parsed = _parse_response(response)
+    _report(
+        run_async(
+            _decide(
+                settings, approval_id, approve=False, by=decider, reason=reason, response=parsed
+            )
+        )
+    )

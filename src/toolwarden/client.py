@@ -1,0 +1,380 @@
+"""The one place that connects to Temporal, and the Python API orchestrators use.
+
+    sup = await Supervisor.connect()
+    handle = await sup.start_run(settings.run_spec(run_id=new_run_id("lint"), argv=["ruff", "."]))
+    result = await handle.result()
+
+The CLI and the TUI are thin layers over this module.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import secrets
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from typing import Any
+
+from pydantic import JsonValue
+from temporalio.api.enums.v1 import IndexedValueType
+from temporalio.api.operatorservice.v1 import AddSearchAttributesRequest
+from temporalio.client import (
+    Client,
+    TLSConfig,
+    WorkflowExecutionStatus,
+    WorkflowFailureError,
+    WorkflowHandle,
+    WorkflowUpdateFailedError,
+)
+from temporalio.common import SearchAttributePair, TypedSearchAttributes, WorkflowIDConflictPolicy, WorkflowIDReusePolicy
+from temporalio.contrib.pydantic import pydantic_data_converter
+from temporalio.exceptions import ApplicationError
+from temporalio.runtime import PrometheusConfig, Runtime, TelemetryConfig
+from temporalio.service import RPCError, RPCStatusCode
+
+from toolwarden.config import Settings, load_settings
+from toolwarden.models import (
+    ApprovalState,
+    DecideRequest,
+    DecideResult,
+    LiveDetails,
+    PendingApproval,
+    RunEvent,
+    RunResult,
+    RunSpec,
+    RunState,
+    RunStatus,
+    RunSummary,
+    split_approval_id,
+)
+from toolwarden.workflows.tool_run import (
+    APPROVAL_STATE,
+    RUN_STATE,
+    TOOL_NAME,
+    ToolRunWorkflow,
+)
+
+WORKFLOW_TYPE = "ToolRunWorkflow"
+SEARCH_ATTRIBUTES = {
+    TOOL_NAME.name: IndexedValueType.INDEXED_VALUE_TYPE_KEYWORD,
+    RUN_STATE.name: IndexedValueType.INDEXED_VALUE_TYPE_KEYWORD,
+    APPROVAL_STATE.name: IndexedValueType.INDEXED_VALUE_TYPE_KEYWORD,
+}
+_ID_SAFE = re.compile(r"[^A-Za-z0-9._-]+")
+
+
+class SupervisorError(Exception):
+    """A failure the CLI reports as one line (exit 1)."""
+
+
+class Unavailable(SupervisorError):
+    """Temporal does not answer at the configured address."""
+
+
+class UnknownRun(SupervisorError):
+    pass
+
+
+class DuplicateRun(SupervisorError):
+    pass
+
+
+class ApprovalError(SupervisorError):
+    pass
+
+
+def new_run_id(tool_name: str) -> str:
+    """A readable, unique run id: `<tool>-<yymmdd>-<6 random chars>`."""
+    stem = _ID_SAFE.sub("-", tool_name).strip("-.")[:40] or "run"
+    return f"{stem}-{datetime.now(UTC):%y%m%d}-{secrets.token_hex(3)}"
+
+
+_runtime: Runtime | None = None
+
+
+def _metrics_runtime(address: str) -> Runtime:
+    """The SDK's own Prometheus metrics; one runtime per process, so it is made once."""
+    global _runtime
+    if _runtime is None:
+        _runtime = Runtime(telemetry=TelemetryConfig(metrics=PrometheusConfig(bind_address=address)))
+    return _runtime
+
+
+async def connect_client(settings: Settings, *, with_sdk_metrics: bool = False) -> Client:
+    runtime = None
+    if with_sdk_metrics and settings.worker.sdk_metrics_address:
+        runtime = _metrics_runtime(settings.worker.sdk_metrics_address)
+    tls: TLSConfig | bool = False
+    if settings.temporal.tls.enabled:
+        t = settings.temporal.tls
+        tls = TLSConfig(
+            server_root_ca_cert=t.server_root_ca_cert.read_bytes() if t.server_root_ca_cert else None,
+            client_cert=t.client_cert.read_bytes() if t.client_cert else None,
+            client_private_key=t.client_private_key.read_bytes() if t.client_private_key else None,
+            domain=t.server_name,
+        )
+    try:
+        return await asyncio.wait_for(
+            Client.connect(
+                settings.temporal.address,
+                namespace=settings.temporal.namespace,
+                data_converter=pydantic_data_converter,
+                tls=tls,
+                api_key=settings.temporal.api_key,
+                runtime=runtime,
+            ),
+            timeout=settings.temporal.connect_timeout.total_seconds(),
+        )
+    except (RuntimeError, OSError, TimeoutError) as exc:
+        raise Unavailable(
+            f"Temporal does not answer at {settings.temporal.address} "
+            "(start one with `toolwarden up`, or set temporal.address)"
+        ) from exc
+
+
+async def ensure_search_attributes(client: Client, namespace: str) -> None:
+    """Register ToolName, RunState and ApprovalState on a cluster that lacks them."""
+    try:
+        await client.operator_service.add_search_attributes(
+            AddSearchAttributesRequest(namespace=namespace, search_attributes=SEARCH_ATTRIBUTES)
+        )
+    except RPCError as exc:
+        if exc.status != RPCStatusCode.ALREADY_EXISTS:
+            raise
+
+
+def _not_found(exc: BaseException) -> bool:
+    return isinstance(exc, RPCError) and exc.status == RPCStatusCode.NOT_FOUND
+
+
+class RunHandle:
+    def __init__(self, supervisor: Supervisor, run_id: str) -> None:
+        self.supervisor = supervisor
+        self.run_id = run_id
+        self._handle: WorkflowHandle[ToolRunWorkflow, RunResult] = (
+            supervisor.client.get_workflow_handle_for(ToolRunWorkflow.run, run_id)
+        )
+
+    async def status(self) -> RunStatus:
+        """The workflow's own status, plus what the live tool last reported by heartbeat."""
+        try:
+            status, description = await asyncio.gather(
+                self._handle.query(ToolRunWorkflow.status), self._handle.describe()
+            )
+        except RPCError as exc:
+            if _not_found(exc):
+                raise UnknownRun(f"unknown run {self.run_id}") from exc
+            raise
+        for pending in description.raw_description.pending_activities:
+            if pending.heartbeat_details.payloads:
+                (live,) = await self.supervisor.client.data_converter.decode(
+                    pending.heartbeat_details.payloads, [LiveDetails]
+                )
+                status.live = live
+        return status
+
+    async def events(self) -> list[RunEvent]:
+        try:
+            return await self._handle.query(ToolRunWorkflow.events)
+        except RPCError as exc:
+            if _not_found(exc):
+                raise UnknownRun(f"unknown run {self.run_id}") from exc
+            raise
+
+    async def result(self) -> RunResult:
+        """Wait for the run to end; a cancelled run reports `cancelled`, it does not raise."""
+        try:
+            return await self._handle.result()
+        except WorkflowFailureError:
+            status = await self.status()
+            return RunResult(
+                run_id=self.run_id,
+                state=status.state if status.state.terminal else RunState.CANCELLED,
+                exit_code=status.exit_code,
+                signal=status.signal,
+                error=status.error,
+                attempt=status.attempt,
+                retry_count=status.retry_count,
+            )
+        except RPCError as exc:
+            if _not_found(exc):
+                raise UnknownRun(f"unknown run {self.run_id}") from exc
+            raise
+
+    async def cancel(self, reason: str | None = None) -> None:
+        """Request cancellation; the tool is stopped and the run ends `cancelled`."""
+        try:
+            description = await self._handle.describe()
+            if description.status != WorkflowExecutionStatus.RUNNING:
+                raise SupervisorError(f"run {self.run_id} has already ended")
+            await self._handle.cancel(reason=reason or "")
+        except RPCError as exc:
+            if _not_found(exc):
+                raise UnknownRun(f"unknown run {self.run_id}") from exc
+            raise
+
+    async def decide(
+        self,
+        key: str,
+        *,
+        approve: bool,
+        by: str,
+        reason: str | None = None,
+        response: JsonValue = None,
+    ) -> DecideResult:
+        request = DecideRequest(key=key, approve=approve, by=by, reason=reason, response=response)
+        try:
+            return await self._handle.execute_update(ToolRunWorkflow.decide, request)
+        except WorkflowUpdateFailedError as exc:
+            cause = exc.cause
+            message = cause.message if isinstance(cause, ApplicationError) else str(cause)
+            raise ApprovalError(message) from exc
+        except RPCError as exc:
+            if _not_found(exc):
+                raise ApprovalError(f"unknown run {self.run_id}") from exc
+            if "completed" in exc.message or "closed" in exc.message:
+                raise ApprovalError(
+                    f"run {self.run_id} has ended; its approvals are closed"
+                ) from exc
+            raise
+
+
+class Supervisor:
+    """Start, watch, list and decide supervised tool runs."""
+
+    def __init__(self, client: Client, settings: Settings) -> None:
+        self.client = client
+        self.settings = settings
+
+    @classmethod
+    async def connect(cls, settings: Settings | None = None) -> Supervisor:
+        settings = settings or load_settings()
+        return cls(await connect_client(settings), settings)
+
+    async def start_run(self, spec: RunSpec) -> RunHandle:
+        try:
+            await self.client.start_workflow(
+                ToolRunWorkflow.run,
+                spec,
+                id=spec.run_id,
+                task_queue=self.settings.temporal.task_queue,
+                id_reuse_policy=WorkflowIDReusePolicy.REJECT_DUPLICATE,
+                id_conflict_policy=WorkflowIDConflictPolicy.FAIL,
+                search_attributes=TypedSearchAttributes(
+                    [
+                        SearchAttributePair(TOOL_NAME, spec.tool_name),
+                        SearchAttributePair(RUN_STATE, RunState.PENDING.value),
+                    ]
+                ),
+                static_summary=f"{spec.tool_name}: {' '.join(spec.argv)}"[:200],
+            )
+        except RPCError as exc:
+            if exc.status == RPCStatusCode.ALREADY_EXISTS:
+                raise DuplicateRun(f"run id {spec.run_id} already exists") from exc
+            raise
+        except Exception as exc:
+            if type(exc).__name__ == "WorkflowAlreadyStartedError":
+                raise DuplicateRun(f"run id {spec.run_id} already exists") from exc
+            raise
+        return RunHandle(self, spec.run_id)
+
+    def get_run(self, run_id: str) -> RunHandle:
+        return RunHandle(self, run_id)
+
+    async def list_runs(
+        self,
+        *,
+        state: RunState | None = None,
+        tool: str | None = None,
+        approval_state: ApprovalState | None = None,
+        running_only: bool = False,
+        limit: int | None = 100,
+    ) -> list[RunSummary]:
+        clauses = [f"WorkflowType = '{WORKFLOW_TYPE}'"]
+        if state is not None:
+            clauses.append(f"{RUN_STATE.name} = '{state.value}'")
+        if tool is not None:
+            clauses.append(f"{TOOL_NAME.name} = '{_quote(tool)}'")
+        if approval_state is not None:
+            clauses.append(f"{APPROVAL_STATE.name} = '{approval_state.value}'")
+        if running_only:
+            clauses.append("ExecutionStatus = 'Running'")
+        rows: list[RunSummary] = []
+        async for execution in self.client.list_workflows(
+            " AND ".join(clauses), limit=limit
+        ):
+            attrs = execution.typed_search_attributes
+            raw_state = attrs.get(RUN_STATE)
+            raw_approval = attrs.get(APPROVAL_STATE)
+            rows.append(
+                RunSummary(
+                    run_id=execution.id,
+                    tool_name=attrs.get(TOOL_NAME),
+                    state=_status_state(execution.status, raw_state),
+                    approval_state=ApprovalState(raw_approval) if raw_approval else None,
+                    status=execution.status.name.lower() if execution.status else "unknown",
+                    started_at=execution.start_time,
+                    ended_at=execution.close_time,
+                )
+            )
+        return rows
+
+    async def pending_approvals(self) -> list[PendingApproval]:
+        """Every pending approval of every running run, oldest first."""
+        runs = await self.list_runs(
+            approval_state=ApprovalState.PENDING, running_only=True, limit=None
+        )
+        statuses = await asyncio.gather(
+            *(self.get_run(r.run_id).status() for r in runs), return_exceptions=True
+        )
+        rows = [
+            PendingApproval(approval=a, tool_name=s.tool_name, run_state=s.state)
+            for s in statuses
+            if isinstance(s, RunStatus)
+            for a in s.pending_approvals
+        ]
+        return sorted(rows, key=lambda p: p.approval.requested_at)
+
+    async def decide(
+        self,
+        approval_id: str,
+        *,
+        approve: bool,
+        by: str,
+        reason: str | None = None,
+        response: JsonValue = None,
+    ) -> DecideResult:
+        try:
+            run_id, key = split_approval_id(approval_id)
+        except ValueError as exc:
+            raise ApprovalError(str(exc)) from exc
+        return await self.get_run(run_id).decide(
+            key, approve=approve, by=by, reason=reason, response=response
+        )
+
+    def web_ui_url(self, run_id: str) -> str:
+        ns = self.settings.temporal.namespace
+        return f"{self.settings.ui_url}/namespaces/{ns}/workflows/{run_id}"
+
+
+def _quote(value: str) -> str:
+    return value.replace("\\", "\\\\").replace("'", "\\'")
+
+
+def _status_state(status: WorkflowExecutionStatus | None, raw: Any) -> RunState | None:
+    if status == WorkflowExecutionStatus.CANCELED:
+        return RunState.CANCELLED
+    if raw:
+        return RunState(raw)
+    if status in (WorkflowExecutionStatus.TERMINATED, WorkflowExecutionStatus.TIMED_OUT):
+        return RunState.FAILED
+    return None
+
+
+def summarize(runs: Sequence[RunSummary]) -> dict[str, int]:
+    counts: dict[str, int] = {}
+    for run in runs:
+        key = run.state.value if run.state else run.status
+        counts[key] = counts.get(key, 0) + 1
+    return counts

@@ -1,0 +1,314 @@
+"""Process control for one tool launch: spawn, capture output, watch, kill the whole group.
+
+Plain asyncio, no Temporal: the `run_tool` activity is a thin adapter over `launch` and
+`supervise`, and both are unit-tested here with real processes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import ctypes
+import errno
+import os
+import signal
+import sys
+import time
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import IO
+
+from toolwarden.models import AttemptOutcome
+
+READ_CHUNK = 64 * 1024
+MAX_TAIL_LINE = 2000
+EXIT_NOT_EXECUTABLE = 126
+EXIT_NOT_FOUND = 127
+_PR_SET_PDEATHSIG = 1
+
+
+def _die_with_parent() -> None:  # pragma: no cover - runs in the child between fork and exec
+    """Ask Linux to SIGKILL the tool when the worker thread that spawned it dies."""
+    if sys.platform.startswith("linux"):
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+
+
+class LaunchError(Exception):
+    """The tool could not be started; never retried."""
+
+    def __init__(self, message: str, exit_code: int) -> None:
+        super().__init__(message)
+        self.exit_code = exit_code
+
+
+class OutputSink:
+    """One output stream: appended to a size-capped log file, last lines kept in memory."""
+
+    def __init__(self, path: Path, cap_bytes: int, tail: deque[str]) -> None:
+        self.path = path
+        self.cap_bytes = cap_bytes
+        self.tail = tail
+        self.total_bytes = 0
+        self.written_bytes = 0
+        self.truncated = False
+        self.last_output = time.monotonic()
+        self._partial = ""
+        self._file: IO[bytes] = path.open("ab", buffering=0)
+
+    def feed(self, chunk: bytes) -> None:
+        self.last_output = time.monotonic()
+        self.total_bytes += len(chunk)
+        room = self.cap_bytes - self.written_bytes
+        if room > 0:
+            part = chunk[:room]
+            self._file.write(part)
+            self.written_bytes += len(part)
+        if len(chunk) > max(room, 0) and not self.truncated:
+            self.truncated = True
+            self._file.write(
+                f"\n[toolwarden: log capped at {self.cap_bytes} bytes; rest discarded]\n".encode()
+            )
+        self._remember(chunk)
+
+    def _remember(self, chunk: bytes) -> None:
+        if self.tail.maxlen == 0:
+            return
+        # Only the last few lines of a chunk can survive in the tail, so never split it whole.
+        keep = (self.tail.maxlen or 1) + 1
+        text = self._partial + chunk[-keep * MAX_TAIL_LINE :].decode("utf-8", "replace")
+        lines = text.split("\n")
+        self._partial = lines.pop()[-MAX_TAIL_LINE:]
+        for line in lines[-keep:]:
+            self.tail.append(line[-MAX_TAIL_LINE:].rstrip("\r"))
+
+    def close(self) -> None:
+        if self._partial:
+            self.tail.append(self._partial)
+            self._partial = ""
+        self._file.close()
+
+
+@dataclass
+class Launched:
+    process: asyncio.subprocess.Process
+    pid: int
+    pgid: int
+    started_at: datetime
+    stdout: OutputSink
+    stderr: OutputSink
+    tail: deque[str]
+    readers: list[asyncio.Task[None]] = field(default_factory=list)
+
+    @property
+    def last_output(self) -> float:
+        return max(self.stdout.last_output, self.stderr.last_output)
+
+
+async def launch(
+    argv: list[str],
+    *,
+    cwd: str | None,
+    env: dict[str, str],
+    stdout_path: Path,
+    stderr_path: Path,
+    log_cap_bytes: int,
+    tail_lines: int,
+) -> Launched:
+    """Start `argv` (never through a shell) in its own session, output to capped log files."""
+    if cwd is not None and not Path(cwd).is_dir():
+        raise LaunchError(f"working directory not found: {cwd}", EXIT_NOT_FOUND)
+    stdout_path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        process = await asyncio.create_subprocess_exec(
+            *argv,
+            cwd=cwd,
+            env=env,
+            stdin=asyncio.subprocess.DEVNULL,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
+            start_new_session=True,
+            preexec_fn=_die_with_parent,
+        )
+    except FileNotFoundError as exc:
+        raise LaunchError(f"{argv[0]}: {exc.strerror or 'not found'}", EXIT_NOT_FOUND) from exc
+    except PermissionError as exc:
+        raise LaunchError(
+            f"{argv[0]}: {exc.strerror or 'permission denied'}", EXIT_NOT_EXECUTABLE
+        ) from exc
+    except OSError as exc:
+        code = EXIT_NOT_FOUND if exc.errno == errno.ENOENT else EXIT_NOT_EXECUTABLE
+        raise LaunchError(f"{argv[0]}: {exc.strerror or exc}", code) from exc
+    tail: deque[str] = deque(maxlen=tail_lines)
+    launched = Launched(
+        process=process,
+        pid=process.pid,
+        pgid=process.pid,  # start_new_session makes the tool its group's leader
+        started_at=datetime.now(UTC),
+        stdout=OutputSink(stdout_path, log_cap_bytes, tail),
+        stderr=OutputSink(stderr_path, log_cap_bytes, tail),
+        tail=tail,
+    )
+    assert process.stdout is not None and process.stderr is not None
+    launched.readers = [
+        asyncio.create_task(_pump(process.stdout, launched.stdout)),
+        asyncio.create_task(_pump(process.stderr, launched.stderr)),
+    ]
+    return launched
+
+
+async def _pump(stream: asyncio.StreamReader, sink: OutputSink) -> None:
+    try:
+        while chunk := await stream.read(READ_CHUNK):
+            sink.feed(chunk)
+    finally:
+        sink.close()
+
+
+def group_alive(pgid: int) -> bool:
+    try:
+        os.killpg(pgid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return _group_has_live_member(pgid)
+
+
+def _group_has_live_member(pgid: int) -> bool:
+    """killpg(0) also succeeds for zombies waiting to be reaped; those are already dead."""
+    try:
+        import psutil
+    except ImportError:  # pragma: no cover - psutil is a dependency
+        return True
+    for proc in psutil.process_iter(["status"]):
+        try:
+            if os.getpgid(proc.pid) == pgid and proc.info["status"] != psutil.STATUS_ZOMBIE:
+                return True
+        except (ProcessLookupError, psutil.Error):
+            continue
+    return False
+
+
+def _signal_group(pgid: int, signum: int) -> None:
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(pgid, signum)
+
+
+async def _until_group_gone(launched: Launched, timeout: float) -> bool:
+    deadline = time.monotonic() + timeout
+    while True:
+        if launched.process.returncode is None:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(asyncio.shield(launched.process.wait()), 0.05)
+        if launched.process.returncode is not None and not group_alive(launched.pgid):
+            return True
+        if time.monotonic() >= deadline:
+            return False
+        await asyncio.sleep(0.05)
+
+
+async def kill_group(launched: Launched, grace: float) -> None:
+    """SIGTERM the whole group, SIGKILL after `grace`; return when no member survives."""
+    _signal_group(launched.pgid, signal.SIGTERM)
+    if not await _until_group_gone(launched, grace):
+        _signal_group(launched.pgid, signal.SIGKILL)
+        await _until_group_gone(launched, 10.0)
+
+
+def kill_stale_group(pgid: int) -> None:
+    """Kill a group left by a previous attempt on this host (its worker died)."""
+    if group_alive(pgid):
+        _signal_group(pgid, signal.SIGKILL)
+
+
+@dataclass
+class Ending:
+    outcome: AttemptOutcome
+    exit_code: int | None = None
+    signal: str | None = None
+    error: str | None = None
+
+
+def classify(returncode: int) -> Ending:
+    if returncode == 0:
+        return Ending(AttemptOutcome.SUCCEEDED, exit_code=0)
+    if returncode < 0:
+        name = signal.Signals(-returncode).name
+        return Ending(AttemptOutcome.KILLED, exit_code=128 - returncode, signal=name)
+    return Ending(AttemptOutcome.FAILED, exit_code=returncode)
+
+
+async def supervise(
+    launched: Launched,
+    *,
+    timeout: float | None,
+    hang_timeout: float | None,
+    kill_grace: float,
+    tick: float,
+    last_tool_heartbeat: Callable[[], float],
+    waiting_for_person: Callable[[], bool],
+    on_tick: Callable[[], None],
+) -> Ending:
+    """Wait for the tool to end; kill its group when it hangs or exceeds `timeout`.
+
+    Liveness is the latest of: start, any output, any tool heartbeat. While the tool waits for
+    a person it is never hung, and its silence clock restarts when the wait ends.
+    """
+    started = time.monotonic()
+    waited_until = started
+    wait_task = asyncio.ensure_future(launched.process.wait())
+    try:
+        while True:
+            now = time.monotonic()
+            if waiting_for_person():
+                waited_until = now
+            alive_at = max(started, waited_until, launched.last_output, last_tool_heartbeat())
+            sleep_for = tick
+            if timeout is not None:
+                sleep_for = min(sleep_for, started + timeout - now)
+            if hang_timeout is not None:
+                sleep_for = min(sleep_for, alive_at + hang_timeout - now)
+            done, _ = await asyncio.wait({wait_task}, timeout=max(sleep_for, 0.01))
+            if done:
+                break
+            on_tick()
+            now = time.monotonic()
+            if timeout is not None and now - started >= timeout:
+                await kill_group(launched, kill_grace)
+                return Ending(AttemptOutcome.TIMED_OUT, error=f"timed out after {timeout:g}s")
+            alive_at = max(alive_at, launched.last_output, last_tool_heartbeat())
+            if (
+                hang_timeout is not None
+                and not waiting_for_person()
+                and now - alive_at >= hang_timeout
+            ):
+                await kill_group(launched, kill_grace)
+                return Ending(
+                    AttemptOutcome.HUNG,
+                    error=f"no output or heartbeat for {hang_timeout:g}s",
+                )
+    except asyncio.CancelledError:
+        await asyncio.shield(kill_group(launched, kill_grace))
+        raise
+    finally:
+        if not wait_task.done():
+            wait_task.cancel()
+    returncode = launched.process.returncode
+    assert returncode is not None
+    # The leader is gone; nothing it spawned may outlive the run.
+    if group_alive(launched.pgid):
+        await kill_group(launched, kill_grace)
+    return classify(returncode)
+
+
+async def drain_output(launched: Launched, timeout: float = 5.0) -> None:
+    """Let the readers reach EOF (the group is dead, so the pipes close)."""
+    done, pending = await asyncio.wait(launched.readers, timeout=timeout)
+    for task in pending:
+        task.cancel()
+    for task in done:
+        task.result()

@@ -1,0 +1,151 @@
+"""The toolwarden worker: runs `ToolRunWorkflow`, its activities, the mirror writer and health."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable
+from typing import TYPE_CHECKING
+
+from temporalio.client import Client
+from temporalio.worker import Worker
+
+from toolwarden.activities.tool_run import MirrorSink, ToolActivities
+from toolwarden.client import connect_client, ensure_search_attributes
+from toolwarden.config import Settings
+from toolwarden.workflows.tool_run import ToolRunWorkflow
+
+if TYPE_CHECKING:
+    from toolwarden.mirror import MirrorWriter
+    from toolwarden.worker.health import HealthServer, Readiness
+
+log = logging.getLogger(__name__)
+
+
+def build_worker(
+    client: Client,
+    settings: Settings,
+    *,
+    task_queue: str | None = None,
+    mirror: MirrorSink | None = None,
+    activities: ToolActivities | None = None,
+) -> Worker:
+    worker_settings = settings.worker
+    activities = activities or ToolActivities(settings, mirror)
+    beat = worker_settings.heartbeat_interval
+    return Worker(
+        client,
+        task_queue=task_queue or settings.temporal.task_queue,
+        workflows=[ToolRunWorkflow],
+        activities=[activities.run_tool, activities.project_run],
+        max_concurrent_activities=worker_settings.max_concurrent_tools,
+        max_concurrent_local_activities=worker_settings.max_concurrent_workflow_tasks,
+        max_concurrent_workflow_tasks=worker_settings.max_concurrent_workflow_tasks,
+        max_cached_workflows=max(1000, worker_settings.max_concurrent_tools * 2),
+        graceful_shutdown_timeout=worker_settings.shutdown_grace,
+        max_heartbeat_throttle_interval=beat,
+        default_heartbeat_throttle_interval=beat,
+    )
+
+
+class WorkerService:
+    """Everything one worker process runs; `toolwarden up` and `toolwarden worker` share it."""
+
+    def __init__(self, settings: Settings, client: Client) -> None:
+        self.settings = settings
+        self.client = client
+        self.mirror: MirrorWriter | None = None
+        self.health: HealthServer | None = None
+        self.worker: Worker | None = None
+        self.activities: ToolActivities | None = None
+
+    async def run(self, stop: asyncio.Event, on_ready: Callable[[], None] | None = None) -> None:
+        settings = self.settings
+        await ensure_search_attributes(self.client, settings.temporal.namespace)
+        mirror = self._start_mirror()
+        self.activities = ToolActivities(settings, mirror)
+        self.worker = build_worker(self.client, settings, activities=self.activities)
+        health = await self._start_health()
+        worker_task = asyncio.create_task(self.worker.run())
+        stop_task = asyncio.create_task(stop.wait())
+        try:
+            if on_ready is not None:
+                on_ready()
+            done, _ = await asyncio.wait(
+                {worker_task, stop_task}, return_when=asyncio.FIRST_COMPLETED
+            )
+            if worker_task in done:
+                worker_task.result()  # a fatal worker error surfaces here
+            else:
+                log.info("draining the worker (grace %s)", settings.worker.shutdown_grace)
+                await self.worker.shutdown()
+                await worker_task
+        finally:
+            stop_task.cancel()
+            if health is not None:
+                await health.stop()
+            if mirror is not None:
+                await asyncio.to_thread(mirror.stop)
+
+    def _start_mirror(self) -> MirrorWriter | None:
+        if not self.settings.mirror.enabled:
+            return None
+        from toolwarden.mirror import MirrorWriter, upgrade
+
+        url = self.settings.mirror_url
+        self.settings.home.mkdir(parents=True, exist_ok=True)
+        try:
+            upgrade(url)
+        except Exception as exc:  # the mirror is a projection: never a reason not to run
+            log.warning("mirror upgrade failed (%s); runs continue, writes will retry", exc)
+        writer = MirrorWriter(url, self.settings.mirror)
+        writer.start()
+        self.mirror = writer
+        return writer
+
+    async def _start_health(self) -> HealthServer | None:
+        address = self.settings.worker.health_address
+        if not address:
+            return None
+        from toolwarden.worker.health import HealthServer
+
+        server = HealthServer(
+            address, self.readiness, sdk_metrics_address=self.settings.worker.sdk_metrics_address
+        )
+        try:
+            await server.start()
+        except OSError as exc:
+            log.warning("health server not started on %s: %s", address, exc)
+            return None
+        self.health = server
+        return server
+
+    async def readiness(self) -> Readiness:
+        from toolwarden.worker.health import Readiness
+
+        temporal = "connected"
+        try:
+            await asyncio.wait_for(self.client.service_client.check_health(), timeout=2.0)
+        except Exception as exc:
+            temporal = f"unreachable: {exc}"[:200]
+        polling = self.worker is not None and self.worker.is_running
+        mirror_state, backlog, lag = "disabled", None, None
+        if self.mirror is not None:
+            stats = self.mirror.stats()
+            backlog, lag = stats.backlog, stats.lag_seconds
+            mirror_state = "ok" if stats.connected else f"degraded: {stats.last_error}"
+        return Readiness(
+            ready=temporal == "connected" and polling,
+            temporal=temporal,
+            polling=polling,
+            task_queue=self.settings.temporal.task_queue,
+            mirror=mirror_state,
+            mirror_backlog=backlog,
+            mirror_lag_seconds=lag,
+            running_tools=self.activities.running if self.activities else 0,
+        )
+
+
+async def serve_worker(settings: Settings, stop: asyncio.Event) -> None:
+    client = await connect_client(settings, with_sdk_metrics=True)
+    await WorkerService(settings, client).run(stop)

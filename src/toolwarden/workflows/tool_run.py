@@ -1,0 +1,443 @@
+"""`ToolRunWorkflow`: one supervised tool run, its retries and its approvals.
+
+Deterministic and small: time is `workflow.now()`, waits are timers and conditions, all I/O
+happens in the `run_tool` and `project_run` activities.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import timedelta
+
+from temporalio import workflow
+from temporalio.common import RetryPolicy, SearchAttributeKey, SearchAttributePair
+from temporalio.exceptions import ActivityError, ApplicationError, CancelledError
+
+with workflow.unsafe.imports_passed_through():
+    from toolwarden.activities.tool_run import PROJECT_RUN, RUN_TOOL
+    from toolwarden.models import (
+        GATE_KEY,
+        RETRYABLE_OUTCOMES,
+        ApprovalAsk,
+        ApprovalRecord,
+        ApprovalRef,
+        ApprovalSource,
+        ApprovalState,
+        AttemptOutcome,
+        AttemptResult,
+        AttemptSpec,
+        AuditEntry,
+        Decision,
+        DecideRequest,
+        DecideResult,
+        DecisionSignal,
+        MirrorUpdate,
+        RunEvent,
+        RunResult,
+        RunSpec,
+        RunState,
+        RunStatus,
+        approval_id,
+    )
+
+TOOL_NAME = SearchAttributeKey.for_keyword("ToolName")
+RUN_STATE = SearchAttributeKey.for_keyword("RunState")
+APPROVAL_STATE = SearchAttributeKey.for_keyword("ApprovalState")
+
+# Error types callers match on (client, CLI).
+UNKNOWN_APPROVAL = "UnknownApproval"
+APPROVER_NOT_ALLOWED = "ApproverNotAllowed"
+RUN_ENDED = "RunEnded"
+
+# A run with no timeout still needs a bound for its activity; a blocking approval may take days.
+UNBOUNDED_ATTEMPT = timedelta(days=365)
+ACTIVITY_SLACK = timedelta(minutes=1)
+PROJECTION_TIMEOUT = timedelta(seconds=10)
+
+_OUTCOME_STATE = {
+    AttemptOutcome.SUCCEEDED: RunState.SUCCEEDED,
+    AttemptOutcome.FAILED: RunState.FAILED,
+    AttemptOutcome.KILLED: RunState.KILLED,
+    AttemptOutcome.HUNG: RunState.HUNG,
+    AttemptOutcome.TIMED_OUT: RunState.TIMED_OUT,
+    AttemptOutcome.CANCELLED: RunState.CANCELLED,
+    AttemptOutcome.FAILED_TO_START: RunState.FAILED_TO_START,
+}
+
+
+@workflow.defn
+class ToolRunWorkflow:
+    @workflow.init
+    def __init__(self, spec: RunSpec) -> None:
+        self._spec: RunSpec | None = spec
+        self._phase = RunState.PENDING
+        self._attempt = 0
+        self._retry_count = 0
+        self._last: AttemptResult | None = None
+        self._final: RunResult | None = None
+        self._approvals: dict[str, ApprovalRecord] = {}
+        self._audit: list[AuditEntry] = []
+        self._events: list[RunEvent] = []
+        self._projected = 0
+        self._published: tuple[str, str | None] | None = None
+        self._started_at = workflow.now()
+        self._updated_at = self._started_at
+
+    # -- the run -----------------------------------------------------------------------------
+
+    @workflow.run
+    async def run(self, spec: RunSpec) -> RunResult:
+        self._emit("run_started", tool=spec.tool_name, argv=list(spec.argv))
+        projector = asyncio.create_task(self._project_forever())
+        try:
+            result = await self._supervise(spec)
+        except asyncio.CancelledError:
+            self._finish(RunState.CANCELLED, error="cancelled")
+            await self._flush(projector)
+            raise
+        await self._flush(projector)
+        return result
+
+    async def _supervise(self, spec: RunSpec) -> RunResult:
+        if spec.approve_before:
+            gate = await self._gate(spec)
+            if gate is not None:
+                return gate
+        resume: dict[str, Decision] = {}
+        while True:
+            self._attempt += 1
+            self._set_phase(RunState.RUNNING)
+            self._emit("attempt_started", attempt=self._attempt)
+            result = await self._run_attempt(spec, resume)
+            self._last = result
+            self._emit(
+                "attempt_ended",
+                attempt=self._attempt,
+                outcome=result.outcome.value,
+                exit_code=result.exit_code,
+                signal=result.signal,
+            )
+            if result.outcome is AttemptOutcome.AWAITING_DECISION:
+                # Exit and relaunch: no process and no worker slot while a person decides.
+                self._set_phase(RunState.WAITING_APPROVAL)
+                for key in result.pending_keys:
+                    await self._await_decision(key)
+                resume = {
+                    k: a.decision()
+                    for k, a in self._approvals.items()
+                    if a.state is not ApprovalState.PENDING
+                }
+                continue
+            if result.outcome in RETRYABLE_OUTCOMES and self._retry_count < spec.retries:
+                self._retry_count += 1
+                delay = spec.backoff.delay(self._retry_count)
+                self._set_phase(RunState.RETRYING)
+                self._emit(
+                    "retry_scheduled",
+                    retry_count=self._retry_count,
+                    delay_s=delay.total_seconds(),
+                )
+                await workflow.sleep(delay)
+                continue
+            state = _OUTCOME_STATE[result.outcome]
+            return self._finish(
+                state, exit_code=result.exit_code, signal=result.signal, error=result.error
+            )
+
+    async def _gate(self, spec: RunSpec) -> RunResult | None:
+        assert spec.approve_before is not None
+        self._open(ApprovalAsk(key=GATE_KEY, summary=spec.approve_before), ApprovalSource.GATE)
+        decision = await self._await_decision(GATE_KEY)
+        if decision.approved:
+            return None
+        state = {
+            ApprovalState.EXPIRED: RunState.EXPIRED,
+            ApprovalState.CANCELLED: RunState.CANCELLED,
+        }.get(decision.outcome, RunState.REJECTED)
+        return self._finish(state, error=f"gate {decision.outcome.value}: {decision.reason or ''}")
+
+    async def _run_attempt(self, spec: RunSpec, resume: dict[str, Decision]) -> AttemptResult:
+        close_timeout = (
+            spec.timeout + spec.kill_grace + ACTIVITY_SLACK if spec.timeout else UNBOUNDED_ATTEMPT
+        )
+        try:
+            return await workflow.execute_activity(
+                RUN_TOOL,
+                AttemptSpec(spec=spec, attempt=self._attempt, resume=resume),
+                result_type=AttemptResult,
+                start_to_close_timeout=close_timeout,
+                heartbeat_timeout=spec.heartbeat_timeout,
+                retry_policy=RetryPolicy(
+                    initial_interval=timedelta(seconds=1),
+                    maximum_attempts=spec.worker_loss_retries + 1,
+                    non_retryable_error_types=["ValidationError", "LaunchError"],
+                ),
+                cancellation_type=workflow.ActivityCancellationType.WAIT_CANCELLATION_COMPLETED,
+            )
+        except ActivityError as exc:
+            cause = exc.cause
+            if isinstance(cause, CancelledError):
+                raise asyncio.CancelledError() from exc
+            return AttemptResult(
+                attempt=self._attempt,
+                outcome=AttemptOutcome.FAILED,
+                error=f"supervision lost: {cause or exc}",
+            )
+
+    def _finish(
+        self,
+        state: RunState,
+        *,
+        exit_code: int | None = None,
+        signal: str | None = None,
+        error: str | None = None,
+    ) -> RunResult:
+        for key, record in self._approvals.items():
+            if record.state is ApprovalState.PENDING:
+                self._close(key, ApprovalState.CANCELLED, by=None, reason="run ended")
+        self._phase = state
+        self._final = RunResult(
+            run_id=self._run_id,
+            state=state,
+            exit_code=exit_code,
+            signal=signal,
+            error=error,
+            attempt=self._attempt,
+            retry_count=self._retry_count,
+        )
+        self._emit("run_ended", state=state.value, exit_code=exit_code)
+        self._publish()
+        return self._final
+
+    # -- approvals ---------------------------------------------------------------------------
+
+    def _open(self, ask: ApprovalAsk, source: ApprovalSource) -> ApprovalRecord:
+        """Record a request once per key; asking again returns the same record."""
+        existing = self._approvals.get(ask.key)
+        if existing is not None:
+            return existing
+        spec = self._require_spec()
+        now = workflow.now()
+        record = ApprovalRecord(
+            approval_id=approval_id(spec.run_id, ask.key),
+            run_id=spec.run_id,
+            key=ask.key,
+            summary=ask.summary,
+            details=ask.details,
+            source=source,
+            on_expiry=ask.on_expiry or spec.approval_on_expiry,
+            requested_at=now,
+            expires_at=now + (ask.timeout or spec.approval_timeout),
+        )
+        self._approvals[ask.key] = record
+        self._emit("approval_requested", key=ask.key, summary=ask.summary)
+        self._publish()
+        return record
+
+    async def _await_decision(self, key: str) -> Decision:
+        record = self._approvals[key]
+        remaining = record.expires_at - workflow.now()
+        if record.state is ApprovalState.PENDING:
+            try:
+                await workflow.wait_condition(
+                    lambda: record.state is not ApprovalState.PENDING,
+                    timeout=max(remaining, timedelta(milliseconds=1)),
+                )
+            except TimeoutError:
+                if record.state is ApprovalState.PENDING:
+                    self._close(key, ApprovalState.EXPIRED, by=None, reason="expired")
+        return record.decision()
+
+    def _close(
+        self,
+        key: str,
+        state: ApprovalState,
+        *,
+        by: str | None,
+        reason: str | None,
+        response: object = None,
+    ) -> ApprovalRecord:
+        record = self._approvals[key]
+        record.state = state
+        record.decided_at = workflow.now()
+        record.decided_by = by
+        record.reason = reason
+        record.response = response  # type: ignore[assignment]
+        self._emit("approval_decided", key=key, state=state.value, by=by)
+        self._publish()
+        return record
+
+    def _refusal(self, key: str, by: str | None) -> str | None:
+        """Why a decision by `by` on `key` cannot take effect, or None if it can."""
+        spec = self._require_spec()
+        record = self._approvals.get(key)
+        if record is None:
+            return f"unknown approval {approval_id(spec.run_id, key)}"
+        if spec.approvers and (by or "") not in spec.approvers:
+            return f"{by or 'anonymous'} is not an allowed approver"
+        if record.state is not ApprovalState.PENDING:
+            who = f" by {record.decided_by}" if record.decided_by else ""
+            return f"already {record.state.value}{who}"
+        return None
+
+    def _decide(
+        self, key: str, approve: bool, by: str | None, reason: str | None, response: object
+    ) -> DecideResult | None:
+        refusal = self._refusal(key, by)
+        if refusal is not None:
+            self._audit.append(
+                AuditEntry(at=workflow.now(), kind="decision_refused", key=key, by=by, detail=refusal)
+            )
+            self._emit("approval_refused", key=key, by=by, reason=refusal)
+            record = self._approvals.get(key)
+            if record is None:
+                return None
+            return DecideResult(took_effect=False, approval=record, message=refusal)
+        state = ApprovalState.APPROVED if approve else ApprovalState.REJECTED
+        record = self._close(key, state, by=by, reason=reason, response=response)
+        self._audit.append(
+            AuditEntry(at=workflow.now(), kind=f"decision_{state.value}", key=key, by=by)
+        )
+        return DecideResult(took_effect=True, approval=record, message=f"{state.value}")
+
+    @workflow.update(unfinished_policy=workflow.HandlerUnfinishedPolicy.ABANDON)
+    async def request_approval(self, ask: ApprovalAsk) -> ApprovalRecord:
+        return self._open(ask, ApprovalSource.TOOL)
+
+    @request_approval.validator
+    def _validate_request(self, ask: ApprovalAsk) -> None:
+        if self._final is not None:
+            raise ApplicationError("the run has ended", type=RUN_ENDED)
+
+    @workflow.update(unfinished_policy=workflow.HandlerUnfinishedPolicy.ABANDON)
+    async def wait_decision(self, ref: ApprovalRef) -> Decision:
+        return await self._await_decision(ref.key)
+
+    @wait_decision.validator
+    def _validate_wait(self, ref: ApprovalRef) -> None:
+        if ref.key not in self._approvals:
+            raise ApplicationError(f"unknown approval key {ref.key}", type=UNKNOWN_APPROVAL)
+
+    @workflow.update
+    async def decide(self, request: DecideRequest) -> DecideResult:
+        result = self._decide(
+            request.key, request.approve, request.by, request.reason, request.response
+        )
+        assert result is not None  # the validator rejected unknown keys
+        return result
+
+    @decide.validator
+    def _validate_decide(self, request: DecideRequest) -> None:
+        spec = self._require_spec()
+        if request.key not in self._approvals:
+            raise ApplicationError(
+                f"unknown approval {approval_id(spec.run_id, request.key)}",
+                type=UNKNOWN_APPROVAL,
+            )
+        if spec.approvers and request.by not in spec.approvers:
+            raise ApplicationError(
+                f"{request.by} is not an allowed approver", type=APPROVER_NOT_ALLOWED
+            )
+
+    @workflow.signal
+    def approve(self, signal: DecisionSignal) -> None:
+        self._decide(signal.key, True, signal.by, signal.reason, signal.response)
+
+    @workflow.signal
+    def reject(self, signal: DecisionSignal) -> None:
+        self._decide(signal.key, False, signal.by, signal.reason, signal.response)
+
+    # -- queries and projection ---------------------------------------------------------------
+
+    @workflow.query
+    def status(self) -> RunStatus:
+        spec = self._require_spec()
+        final = self._final
+        return RunStatus(
+            run_id=spec.run_id,
+            tool_name=spec.tool_name,
+            argv=spec.argv,
+            state=self._state(),
+            attempt=self._attempt,
+            retry_count=self._retry_count,
+            started_at=self._started_at,
+            updated_at=self._updated_at,
+            ended_at=self._updated_at if final else None,
+            exit_code=final.exit_code if final else None,
+            signal=final.signal if final else None,
+            error=final.error if final else None,
+            last_attempt=self._last,
+            approvals=list(self._approvals.values()),
+            audit=list(self._audit),
+            spec=spec,
+        )
+
+    @workflow.query
+    def events(self) -> list[RunEvent]:
+        return list(self._events)
+
+    def _state(self) -> RunState:
+        if self._final is not None:
+            return self._final.state
+        if any(a.state is ApprovalState.PENDING for a in self._approvals.values()):
+            return RunState.WAITING_APPROVAL
+        return self._phase
+
+    def _approval_state(self) -> str | None:
+        if not self._approvals:
+            return None
+        if any(a.state is ApprovalState.PENDING for a in self._approvals.values()):
+            return ApprovalState.PENDING.value
+        latest = max(self._approvals.values(), key=lambda a: a.decided_at or a.requested_at)
+        return latest.state.value
+
+    def _set_phase(self, phase: RunState) -> None:
+        self._phase = phase
+        self._emit("state_changed", state=self._state().value)
+        self._publish()
+
+    def _publish(self) -> None:
+        """Keep `RunState` and `ApprovalState` current for visibility queries and the Web UI."""
+        current = (self._state().value, self._approval_state())
+        if current == self._published:
+            return
+        self._published = current
+        updates: list[SearchAttributePair[str]] = [RUN_STATE.value_set(current[0])]
+        if current[1] is not None:
+            updates.append(APPROVAL_STATE.value_set(current[1]))
+        workflow.upsert_search_attributes(updates)
+
+    def _emit(self, kind: str, **data: object) -> None:
+        self._updated_at = workflow.now()
+        self._events.append(
+            RunEvent(seq=len(self._events) + 1, at=self._updated_at, kind=kind, data=data)  # type: ignore[arg-type]
+        )
+
+    async def _project_forever(self) -> None:
+        while True:
+            await workflow.wait_condition(lambda: self._projected < len(self._events))
+            await self._project_once()
+
+    async def _project_once(self) -> None:
+        upto = len(self._events)
+        update = MirrorUpdate(status=self.status(), events=self._events[self._projected : upto])
+        await workflow.execute_local_activity(
+            PROJECT_RUN,
+            update,
+            start_to_close_timeout=PROJECTION_TIMEOUT,
+            retry_policy=RetryPolicy(maximum_attempts=3),
+        )
+        self._projected = max(self._projected, upto)
+
+    async def _flush(self, projector: asyncio.Task[None]) -> None:
+        await workflow.wait_condition(lambda: self._projected >= len(self._events))
+        projector.cancel()
+
+    @property
+    def _run_id(self) -> str:
+        return self._require_spec().run_id
+
+    def _require_spec(self) -> RunSpec:
+        if self._spec is None:
+            raise ApplicationError("the run has not started", type=RUN_ENDED)
+        return self._spec

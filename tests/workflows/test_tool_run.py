@@ -1,0 +1,191 @@
+"""ToolRunWorkflow end to end: a real dev server, a real worker, real processes."""
+
+from __future__ import annotations
+
+import sys
+from datetime import timedelta
+from pathlib import Path
+
+import psutil
+import pytest
+
+from tests.conftest import eventually, tool
+from toolwarden.client import DuplicateRun, Supervisor
+from toolwarden.config import Settings
+from toolwarden.models import AttemptOutcome, RunState
+
+pytestmark = pytest.mark.usefixtures("worker")
+
+
+async def test_success_records_output_and_process(
+    supervisor: Supervisor, settings: Settings, run_id
+) -> None:
+    spec = settings.run_spec(run_id=run_id("ok"), argv=["sh", "-c", "echo hello; echo oops >&2"])
+    handle = await supervisor.start_run(spec)
+    result = await handle.result()
+    assert result.state is RunState.SUCCEEDED
+    assert result.exit_code == 0
+    status = await handle.status()
+    last = status.last_attempt
+    assert last is not None and last.pid and last.pgid == last.pid
+    assert Path(last.stdout_path or "").read_text() == "hello\n"
+    assert Path(last.stderr_path or "").read_text() == "oops\n"
+    assert set(last.tail) == {"hello", "oops"}
+    assert status.tool_name == "sh"
+
+
+async def test_exit_code_is_reported(supervisor: Supervisor, settings: Settings, run_id) -> None:
+    handle = await supervisor.start_run(
+        settings.run_spec(run_id=run_id(), argv=["sh", "-c", "exit 7"])
+    )
+    result = await handle.result()
+    assert (result.state, result.exit_code) == (RunState.FAILED, 7)
+
+
+async def test_killed_by_signal_is_named(
+    supervisor: Supervisor, settings: Settings, run_id
+) -> None:
+    handle = await supervisor.start_run(
+        settings.run_spec(run_id=run_id(), argv=["sh", "-c", "kill -9 $$"])
+    )
+    result = await handle.result()
+    assert (result.state, result.signal, result.exit_code) == (RunState.KILLED, "SIGKILL", 137)
+
+
+@pytest.mark.parametrize(
+    ("argv", "cwd", "code", "reason"),
+    [
+        (["definitely-not-a-tool-xyz"], None, 127, "No such file"),
+        ([__file__], None, 126, "Permission denied"),
+        (["true"], "/nonexistent/dir", 127, "working directory not found"),
+    ],
+)
+async def test_failed_to_start_is_not_retried(
+    supervisor: Supervisor, settings: Settings, run_id, argv, cwd, code, reason
+) -> None:
+    spec = settings.run_spec(run_id=run_id(), argv=argv, cwd=cwd, overrides={"retries": 3})
+    handle = await supervisor.start_run(spec)
+    result = await handle.result()
+    assert result.state is RunState.FAILED_TO_START
+    assert result.exit_code == code
+    assert reason in (result.error or "")
+    assert result.retry_count == 0 and result.attempt == 1
+
+
+async def test_hung_tool_and_grandchild_are_killed(
+    supervisor: Supervisor, settings: Settings, run_id
+) -> None:
+    spec = settings.run_spec(
+        run_id=run_id("hang"),
+        argv=tool("hang_with_grandchild.py"),
+        overrides={"hang_timeout": timedelta(seconds=1), "kill_grace": timedelta(seconds=1)},
+    )
+    handle = await supervisor.start_run(spec)
+    result = await handle.result()
+    assert result.state is RunState.HUNG
+    status = await handle.status()
+    last = status.last_attempt
+    assert last is not None and last.outcome is AttemptOutcome.HUNG
+    grandchild = int(next(l for l in last.tail if l.startswith("PID ")).split()[1])
+    assert not psutil.pid_exists(last.pid or 0) or psutil.Process(last.pid).status() == "zombie"
+    assert not psutil.pid_exists(grandchild) or psutil.Process(grandchild).status() == "zombie"
+
+
+async def test_timeout_kills_a_tool_that_ignores_sigterm(
+    supervisor: Supervisor, settings: Settings, run_id
+) -> None:
+    spec = settings.run_spec(
+        run_id=run_id(),
+        argv=tool("ignore_term.py"),
+        overrides={"timeout": timedelta(seconds=1), "kill_grace": timedelta(seconds=0.5)},
+    )
+    result = await (await supervisor.start_run(spec)).result()
+    assert result.state is RunState.TIMED_OUT
+
+
+async def test_retries_until_success(
+    supervisor: Supervisor, settings: Settings, run_id, tmp_path: Path
+) -> None:
+    spec = settings.run_spec(
+        run_id=run_id(),
+        argv=[*tool("flaky.py"), str(tmp_path / "count"), "3"],
+        overrides={"retries": 5, "retry_backoff": timedelta(milliseconds=100)},
+    )
+    handle = await supervisor.start_run(spec)
+    result = await handle.result()
+    assert (result.state, result.retry_count, result.attempt) == (RunState.SUCCEEDED, 2, 3)
+
+
+async def test_retries_are_bounded(
+    supervisor: Supervisor, settings: Settings, run_id, tmp_path: Path
+) -> None:
+    spec = settings.run_spec(
+        run_id=run_id(),
+        argv=[*tool("flaky.py"), str(tmp_path / "count"), "99"],
+        overrides={"retries": 2, "retry_backoff": timedelta(milliseconds=100)},
+    )
+    result = await (await supervisor.start_run(spec)).result()
+    assert (result.state, result.exit_code, result.retry_count) == (RunState.FAILED, 3, 2)
+
+
+async def test_cancel_stops_the_tool(supervisor: Supervisor, settings: Settings, run_id) -> None:
+    spec = settings.run_spec(run_id=run_id(), argv=tool("hang_with_grandchild.py"))
+    handle = await supervisor.start_run(spec)
+
+    async def pid() -> int | None:
+        status = await handle.status()
+        return status.live.pid if status.live and status.live.tail else None
+
+    leader = await eventually(pid)
+    await handle.cancel("test")
+    result = await handle.result()
+    assert result.state is RunState.CANCELLED
+    await eventually(lambda: not psutil.pid_exists(leader) or psutil.Process(leader).status() == "zombie")
+    assert (await handle.status()).state is RunState.CANCELLED
+
+
+async def test_log_cap_bounds_the_file(
+    supervisor: Supervisor, settings: Settings, run_id
+) -> None:
+    spec = settings.run_spec(
+        run_id=run_id(),
+        argv=[*tool("chatty.py"), str(5 * 1024 * 1024)],
+        overrides={"log_cap": 64 * 1024},
+    )
+    handle = await supervisor.start_run(spec)
+    assert (await handle.result()).state is RunState.SUCCEEDED
+    last = (await handle.status()).last_attempt
+    assert last is not None and last.truncated
+    assert last.stdout_bytes == 5 * 1024 * 1024
+    size = Path(last.stdout_path or "").stat().st_size
+    assert 64 * 1024 <= size < 64 * 1024 + 200
+
+
+async def test_duplicate_id_is_refused(
+    supervisor: Supervisor, settings: Settings, run_id
+) -> None:
+    spec = settings.run_spec(run_id=run_id(), argv=["true"])
+    await (await supervisor.start_run(spec)).result()
+    with pytest.raises(DuplicateRun, match="already exists"):
+        await supervisor.start_run(spec)
+
+
+async def test_search_attributes_follow_the_state(
+    supervisor: Supervisor, settings: Settings, run_id
+) -> None:
+    spec = settings.run_spec(run_id=run_id(), argv=["sleep", "30"], name="sleeper-sa")
+    handle = await supervisor.start_run(spec)
+
+    async def listed_running() -> bool:
+        runs = await supervisor.list_runs(state=RunState.RUNNING, tool="sleeper-sa")
+        return any(r.run_id == spec.run_id for r in runs)
+
+    await eventually(listed_running)
+    await handle.cancel()
+    await handle.result()
+
+    async def listed_cancelled() -> bool:
+        runs = await supervisor.list_runs(tool="sleeper-sa")
+        return any(r.run_id == spec.run_id and r.state is RunState.CANCELLED for r in runs)
+
+    await eventually(listed_cancelled)
