@@ -36,9 +36,10 @@ def _ensure_sqlite_dir(url: str) -> None:
         Path(parsed.database).expanduser().parent.mkdir(parents=True, exist_ok=True)
 
 
-def upgrade(url: str, revision: str = "head") -> None:
+def upgrade(url: str, revision: str = "head", *, create_dir: bool = True) -> None:
     """Bring the mirror's schema up to `revision` (creating the SQLite file's directory)."""
-    _ensure_sqlite_dir(url)
+    if create_dir:
+        _ensure_sqlite_dir(url)
     command.upgrade(alembic_config(url), revision)
 
 

@@ -28,6 +28,12 @@ MAX_RUNS_PER_BATCH = 500
 _MAX_REMEMBERED = 100_000
 
 
+def _describe(exc: BaseException) -> str:
+    text = str(getattr(exc, "orig", None) or exc).strip()
+    first = text.splitlines()[0] if text else ""
+    return f"{type(exc).__name__}: {first}"[:500]
+
+
 class MirrorStats(BaseModel):
     """What `db status` and the worker's /readyz report about the writer."""
 
@@ -284,6 +290,7 @@ class MirrorWriter:
     # -- the thread --------------------------------------------------------------------------
 
     def _loop(self) -> None:
+        self._probe()
         backoff = self._retry_initial
         while True:
             with self._lock:
@@ -304,7 +311,7 @@ class MirrorWriter:
             try:
                 self._write(batch)
             except Exception as exc:
-                message = f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
+                message = _describe(exc)
                 log.warning(
                     "mirror %s unavailable (%s); retrying in %.1fs",
                     redact(self.url),
@@ -315,7 +322,7 @@ class MirrorWriter:
                     self._put_back(batch)
                     self._connected = False
                     self._failures += 1
-                    self._last_error = message[:500]
+                    self._last_error = message
                     deadline = time.monotonic() + backoff
                     while True:
                         remaining = deadline - time.monotonic()
@@ -350,8 +357,27 @@ class MirrorWriter:
 
         revision = current(self.url)
         if revision != head_revision() and (revision is None or revision in known_revisions()):
-            upgrade(self.url)
+            # The writer never creates directories: a missing data dir is a failure to retry.
+            upgrade(self.url, create_dir=False)
         self._schema_checked = True
+
+    def _probe(self) -> None:
+        """Check the database once at start, so stats say early whether it is reachable."""
+        try:
+            self._ensure_schema()
+            if self._engine is None:
+                self._engine = make_engine(self.url, busy_timeout_ms=self._busy_timeout_ms)
+            with self._engine.connect() as conn:
+                conn.exec_driver_sql("SELECT 1")
+                conn.rollback()
+        except Exception as exc:
+            with self._lock:
+                self._connected = False
+                self._last_error = _describe(exc)
+            self._dispose_engine()
+            return
+        with self._lock:
+            self._connected = True
 
     def _write(self, batch: _Batch) -> None:
         from toolwarden.mirror.projection import apply_heartbeats, apply_updates

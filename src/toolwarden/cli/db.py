@@ -1,0 +1,242 @@
+"""`toolwarden db`: migrate, inspect and rebuild the SQL mirror."""
+
+from __future__ import annotations
+
+import json
+import urllib.error
+import urllib.request
+from collections.abc import Callable
+from datetime import datetime
+from typing import Any, TypeVar
+
+import click
+
+from toolwarden.config import Settings
+
+T = TypeVar("T")
+
+
+class DbError(click.ClickException):
+    """One line on stderr, no traceback, exit 1."""
+
+    def show(self, file: Any = None) -> None:
+        click.echo(f"error: {self.format_message()}", err=True)
+
+
+def _settings(ctx: click.Context) -> Settings:
+    obj = ctx.find_root().obj
+    settings = getattr(obj, "settings", None) if obj is not None else None
+    if isinstance(settings, Settings):
+        return settings
+    from toolwarden.config import ConfigError, load_settings
+
+    try:
+        return load_settings()
+    except ConfigError as exc:
+        raise DbError(str(exc)) from exc
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(getattr(exc, "orig", None) or exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
+def _guard(url: str, action: Callable[[], T]) -> T:
+    """Run a database action; any failure becomes one line naming the (redacted) URL."""
+    from alembic.util import CommandError
+    from sqlalchemy.exc import SQLAlchemyError
+
+    from toolwarden.mirror.engine import redact
+
+    try:
+        return action()
+    except CommandError as exc:
+        raise DbError(_first_line(exc)) from exc
+    except (SQLAlchemyError, OSError) as exc:
+        raise DbError(f"mirror database {redact(url)}: {_first_line(exc)}") from exc
+
+
+@click.group("db")
+def db() -> None:
+    """Manage the SQL mirror (schema migrations, status, rebuild from Temporal)."""
+
+
+@db.command("upgrade")
+@click.option("--revision", default="head", show_default=True, help="Target revision.")
+@click.pass_context
+def upgrade_cmd(ctx: click.Context, revision: str) -> None:
+    """Migrate the mirror's schema up to REVISION."""
+    from toolwarden.mirror.engine import redact
+    from toolwarden.mirror.migrate import current, upgrade
+
+    url = _settings(ctx).mirror_url
+    _guard(url, lambda: upgrade(url, revision))
+    click.echo(f"mirror {redact(url)} at revision {_guard(url, lambda: current(url))}")
+
+
+@db.command("downgrade")
+@click.argument("revision")
+@click.pass_context
+def downgrade_cmd(ctx: click.Context, revision: str) -> None:
+    """Migrate the mirror's schema down to REVISION (`base` drops every mirror table)."""
+    from toolwarden.mirror.engine import redact
+    from toolwarden.mirror.migrate import current, downgrade
+
+    url = _settings(ctx).mirror_url
+    _guard(url, lambda: downgrade(url, revision))
+    now = _guard(url, lambda: current(url)) or "base (no tables)"
+    click.echo(f"mirror {redact(url)} at revision {now}")
+
+
+@db.command("current")
+@click.pass_context
+def current_cmd(ctx: click.Context) -> None:
+    """Print the revision the mirror's schema is at."""
+    from toolwarden.mirror.migrate import current, head_revision
+
+    url = _settings(ctx).mirror_url
+    revision = _guard(url, lambda: current(url))
+    if revision is None:
+        click.echo("none (not migrated: run `toolwarden db upgrade`)")
+    else:
+        click.echo(f"{revision}{' (head)' if revision == head_revision() else ''}")
+
+
+def _counts(url: str) -> dict[str, Any]:
+    from sqlalchemy import func, select
+
+    from toolwarden.mirror.engine import make_engine
+    from toolwarden.mirror.schema import approvals, run_events, tool_runs
+
+    engine = make_engine(url)
+    try:
+        with engine.connect() as conn:
+            runs = conn.execute(
+                select(
+                    func.count(),
+                    func.max(tool_runs.c.updated_at),
+                    func.max(tool_runs.c.mirrored_at),
+                )
+            ).one()
+            approvals_row = conn.execute(
+                select(
+                    func.count(),
+                    func.count().filter(approvals.c.state == "pending"),
+                )
+            ).one()
+            events = conn.execute(select(func.count(), func.max(run_events.c.at))).one()
+    finally:
+        engine.dispose()
+    return {
+        "tool_runs": runs[0],
+        "approvals": approvals_row[0],
+        "pending_approvals": approvals_row[1],
+        "run_events": events[0],
+        "newest_run_update": _iso(runs[1]),
+        "newest_mirror_write": _iso(runs[2]),
+        "newest_event": _iso(events[1]),
+    }
+
+
+def _iso(value: Any) -> str | None:
+    if value is None:
+        return None
+    if isinstance(value, datetime):
+        return value.isoformat()
+    return str(value)
+
+
+def writer_stats(address: str | None, timeout: float = 1.0) -> dict[str, Any] | None:
+    """The running worker's mirror writer figures from its /readyz, or None if unreachable."""
+    if not address:
+        return None
+    try:
+        with urllib.request.urlopen(f"http://{address}/readyz", timeout=timeout) as response:
+            body = response.read()
+    except urllib.error.HTTPError as exc:  # 503 still carries the JSON body
+        body = exc.read()
+    except (OSError, ValueError):
+        return None
+    try:
+        data = json.loads(body)
+    except ValueError:
+        return None
+    if not isinstance(data, dict) or "mirror" not in data:
+        return None
+    mirror = data["mirror"]
+    if isinstance(mirror, dict):
+        return mirror
+    return {
+        "state": mirror,
+        "backlog": data.get("mirror_backlog"),
+        "lag_seconds": data.get("mirror_lag_seconds"),
+    }
+
+
+@db.command("status")
+@click.option("--json", "as_json", is_flag=True, help="One JSON document.")
+@click.pass_context
+def status_cmd(ctx: click.Context, as_json: bool) -> None:
+    """Schema revision, row counts, newest rows and (if a worker answers) the writer's lag."""
+    from toolwarden.mirror.engine import redact
+    from toolwarden.mirror.migrate import current, head_revision
+
+    settings = _settings(ctx)
+    url = settings.mirror_url
+    revision = _guard(url, lambda: current(url))
+    counts = _guard(url, lambda: _counts(url)) if revision is not None else None
+    writer = writer_stats(settings.worker.health_address)
+    report: dict[str, Any] = {
+        "url": redact(url),
+        "revision": revision,
+        "head": head_revision(),
+        "up_to_date": revision == head_revision(),
+        "counts": counts,
+        "writer": writer,
+    }
+    if as_json:
+        click.echo(json.dumps(report, indent=2, default=str))
+        return
+    click.echo(f"database:  {report['url']}")
+    state = "head" if report["up_to_date"] else f"behind head {report['head']}"
+    if revision is None:
+        click.echo("revision:  none (not migrated: run `toolwarden db upgrade`)")
+    else:
+        click.echo(f"revision:  {revision} ({state})")
+    if counts is not None:
+        click.echo(
+            f"rows:      {counts['tool_runs']} runs, {counts['approvals']} approvals "
+            f"({counts['pending_approvals']} pending), {counts['run_events']} events"
+        )
+        click.echo(
+            f"newest:    run update {counts['newest_run_update'] or '-'}, "
+            f"event {counts['newest_event'] or '-'}, "
+            f"mirror write {counts['newest_mirror_write'] or '-'}"
+        )
+    if writer is None:
+        click.echo("writer:    no worker answering (lag and backlog unknown)")
+    else:
+        lag = writer.get("lag_seconds")
+        lag_text = "-" if lag is None else f"{float(lag):.1f}s"
+        label = writer.get("state") or ("connected" if writer.get("connected") else "disconnected")
+        click.echo(f"writer:    {label}, backlog {writer.get('backlog', '-')}, lag {lag_text}")
+
+
+@db.command("rebuild")
+@click.pass_context
+def rebuild_cmd(ctx: click.Context) -> None:
+    """Rebuild the mirror from Temporal for every run it still retains (idempotent)."""
+    import asyncio
+
+    from toolwarden.mirror.engine import redact
+    from toolwarden.mirror.rebuild import rebuild_from_temporal
+
+    settings = _settings(ctx)
+    url = settings.mirror_url
+    try:
+        written = _guard(url, lambda: asyncio.run(rebuild_from_temporal(settings)))
+    except click.ClickException:
+        raise
+    except Exception as exc:  # Temporal unreachable and the like: one line
+        raise DbError(f"rebuild failed: {_first_line(exc)}") from exc
+    click.echo(f"rebuilt {written} run{'s' if written != 1 else ''} into {redact(url)}")
