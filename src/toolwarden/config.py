@@ -273,6 +273,7 @@ class Settings(BaseSettings):
             approval_timeout=merged["approval_timeout"],
             approval_on_expiry=merged["approval_on_expiry"],
             approvers=list(self.approvals.approvers),
+            approve_before=merged.get("approve_before"),
         )
 
 

@@ -195,7 +195,7 @@ class ToolActivities:
                 hang_timeout=spec.hang_timeout.total_seconds() if spec.hang_timeout else None,
                 kill_grace=spec.kill_grace.total_seconds(),
                 tick=min(MAX_TICK_SECONDS, self._settings.worker.heartbeat_interval.total_seconds()),
-                last_tool_heartbeat=lambda: state.last_beat,
+                last_tool_heartbeat=lambda: max(state.last_beat, channel.last_seen or 0.0),
                 waiting_for_person=lambda: bool(state.waiting),
                 on_tick=lambda: self._beat(state),
             )
