@@ -10,7 +10,13 @@ Two kinds of callers feed it:
 * the `project_run` local activity calls `observe_update` once per workflow projection; the
   run-level counters (runs started and ended, retries, approvals) are derived from its events;
 * the `run_tool` activity calls `attempt_started`, `attempt_ended`, `hung_kill`,
-  `tool_heartbeat_age` and `resume_latency` for the tools running on this worker.
+  `tool_heartbeat_age` and `resume_latency` for the tools running on this worker;
+* the health server sets the readiness and mirror gauges from each readiness report.
+
+Pending approvals are tracked per run from the projections this worker handled: a run's
+workflow tasks stick to one worker, and an entry is dropped when the run ends, when nothing
+is pending any more, or once the request's `expires_at` has passed (which bounds how long an
+entry can outlive a run whose workflow moved to another worker).
 
 Counters are per worker process, as usual with Prometheus: sum them across instances
 (`sum by (tool) (rate(toolwarden_runs_started_total[5m]))`).
@@ -100,10 +106,6 @@ APPROVALS_REFUSED = Counter(
 APPROVAL_WAIT = Histogram(
     "toolwarden_approval_wait_seconds", "Time from an approval request to its decision.",
     ["tool"], buckets=_APPROVAL_WAIT_BUCKETS, registry=REGISTRY,
-)
-APPROVALS_PENDING = Gauge(
-    "toolwarden_approvals_pending", "Approval requests waiting for a decision.",
-    registry=REGISTRY,
 )
 ATTEMPTS = Counter(
     "toolwarden_attempts", "Tool launches on this worker that ended, by outcome.",
@@ -278,8 +280,11 @@ def tool_heartbeat_age(tool: str, seconds: float, attempt: str | None = None) ->
 
 
 def set_approvals_pending(n: int) -> None:
-    """The number of approval requests waiting for a decision."""
-    APPROVALS_PENDING.set(max(n, 0))
+    """Deprecated, no effect: `toolwarden_approvals_pending{tool}` is derived from projections.
+
+    Kept so callers written against the first interface keep working.
+    """
+    del n
 
 
 def set_mirror(backlog: int, lag_seconds: float | None) -> None:
@@ -310,6 +315,7 @@ class _LiveCollector(Collector):
         now = datetime.now(UTC)
         ages: dict[str, float] = {}
         oldest: dict[str, float] = {}
+        counts: dict[str, int] = {}
         with _lock:
             for key, (tool, age, at) in list(_heartbeats.items()):
                 if now_mono - at > _HEARTBEAT_STALE_S:
@@ -322,6 +328,7 @@ class _LiveCollector(Collector):
                         continue
                     waited = max((now - requested_at).total_seconds(), 0.0)
                     oldest[tool] = max(oldest.get(tool, 0.0), waited)
+                    counts[tool] = counts.get(tool, 0) + 1
         heartbeat = GaugeMetricFamily(
             "toolwarden_tool_heartbeat_age_seconds",
             "Seconds since the quietest running attempt of this tool on this worker showed a "
@@ -339,6 +346,14 @@ class _LiveCollector(Collector):
         for tool, age in sorted(oldest.items()):
             waiting.add_metric([tool], age)
         yield waiting
+        pending_family = GaugeMetricFamily(
+            "toolwarden_approvals_pending",
+            "Approval requests waiting for a decision, among the runs this worker projected.",
+            labels=["tool"],
+        )
+        for tool, count in sorted(counts.items()):
+            pending_family.add_metric([tool], count)
+        yield pending_family
 
     def describe(self) -> Iterable[GaugeMetricFamily]:
         return []

@@ -250,7 +250,11 @@ async def test_metrics_track_readiness(server: HealthServer, probe: Probe) -> No
                 return float(family.samples[0].value)
         return None
 
-    assert ready_value((await http_get(addr(server), "/metrics", 5)).body) == 1.0
+    page = (await http_get(addr(server), "/metrics", 5)).body
+    assert ready_value(page) == 1.0
+    found = {f.name: f for f in text_string_to_metric_families(page.decode())}
+    assert found["toolwarden_mirror_backlog_updates"].samples[0].value == 3  # from the report
+    assert found["toolwarden_mirror_lag_seconds"].samples[0].value == 0.5
     probe.temporal = "unreachable: deadline exceeded"
     assert ready_value((await http_get(addr(server), "/metrics", 5)).body) == 0.0
 

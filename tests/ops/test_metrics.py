@@ -251,28 +251,25 @@ def test_oldest_pending_approval_age_follows_the_projections() -> None:
     metrics.observe_update(run.update(("approval_requested", {"key": "first"})))
     age = value("toolwarden_approval_oldest_pending_age_seconds", tool=tool)
     assert 30 * 60 <= age < 31 * 60
+    assert value("toolwarden_approvals_pending", tool=tool) == 2  # not the expired one
     run.decide("first", ApprovalState.APPROVED, now)
     metrics.observe_update(run.update(("approval_decided", {"key": "first", "state": "approved"})))
     age = value("toolwarden_approval_oldest_pending_age_seconds", tool=tool)
     assert 5 * 60 <= age < 6 * 60
+    assert value("toolwarden_approvals_pending", tool=tool) == 1
     run.status.state = RunState.CANCELLED
     metrics.observe_update(run.update(("run_ended", {"state": "cancelled"})))
-    assert metrics.REGISTRY.get_sample_value(
-        "toolwarden_approval_oldest_pending_age_seconds", {"tool": tool}
-    ) is None
+    for name in ("toolwarden_approval_oldest_pending_age_seconds", "toolwarden_approvals_pending"):
+        assert metrics.REGISTRY.get_sample_value(name, {"tool": tool}) is None
 
 
-def test_pending_count_and_mirror_gauges() -> None:
-    metrics.set_approvals_pending(4)
+def test_mirror_gauges() -> None:
     metrics.set_mirror(backlog=120, lag_seconds=7.5)
-    assert value("toolwarden_approvals_pending") == 4
     assert value("toolwarden_mirror_backlog_updates") == 120
     assert value("toolwarden_mirror_lag_seconds") == 7.5
     metrics.set_mirror(backlog=0, lag_seconds=None)
     assert value("toolwarden_mirror_backlog_updates") == 0
     assert value("toolwarden_mirror_lag_seconds") == 0
-    metrics.set_approvals_pending(-1)
-    assert value("toolwarden_approvals_pending") == 0
 
 
 # -- naming rules -----------------------------------------------------------------------------
@@ -300,7 +297,6 @@ def _exercise_everything() -> None:
     metrics.hung_kill(tool)
     metrics.resume_latency(tool, 1.0)
     metrics.set_mirror(1, 1.0)
-    metrics.set_approvals_pending(1)
 
 
 def test_every_series_follows_prometheus_naming() -> None:

@@ -369,6 +369,8 @@ class HealthServer:
                 mirror="unknown",
             )
         metrics.set_ready(report.ready)
+        if report.mirror_backlog is not None:
+            metrics.set_mirror(report.mirror_backlog, report.mirror_lag_seconds)
         return report
 
     async def scrape(self) -> bytes:
