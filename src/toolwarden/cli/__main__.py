@@ -1,0 +1,3 @@
+from toolwarden.cli.main import main
+
+main()
