@@ -101,6 +101,8 @@ class MirrorWriter:
         self._beat_written: dict[str, float] = {}
         self._finished: dict[str, float] = {}  # runs seen terminal: later heartbeats are late
         self._size = 0
+        self._inflight = 0  # items taken by the thread and not yet committed
+        self._inflight_since: float | None = None
         self._stopping = False
         self._deadline: float | None = None
         self._thread: threading.Thread | None = None
@@ -113,7 +115,8 @@ class MirrorWriter:
         self._beats_written = 0
         self._dropped = 0
         self._failures = 0
-        self._last_error: str | None = None
+        self._last_error: str | None = None  # the database's, cleared by the next success
+        self._drop_note: str | None = None  # shed events: stays, a rebuild restores them
         self._last_write_at: datetime | None = None
 
     # -- public API ------------------------------------------------------------------------
@@ -196,7 +199,7 @@ class MirrorWriter:
     def stats(self) -> MirrorStats:
         with self._lock:
             now = time.monotonic()
-            oldest: float | None = None
+            oldest: float | None = self._inflight_since
             for pending in self._runs.values():
                 oldest = pending.since if oldest is None else min(oldest, pending.since)
             for run_id, beat in self._beats.items():
@@ -205,10 +208,10 @@ class MirrorWriter:
                     oldest = due if oldest is None else min(oldest, due)
             return MirrorStats(
                 connected=self._connected,
-                backlog=self._size,
+                backlog=self._size + self._inflight,
                 lag_seconds=None if oldest is None else max(now - oldest, 0.0),
                 written_total=self._written,
-                last_error=self._last_error,
+                last_error=self._last_error or self._drop_note,
                 last_write_at=self._last_write_at,
                 events_written_total=self._events_written,
                 heartbeats_written_total=self._beats_written,
@@ -241,7 +244,7 @@ class MirrorWriter:
             if excess <= 0:
                 break
         if self._dropped:
-            self._last_error = (
+            self._drop_note = (
                 f"backlog over {self.settings.max_backlog}: dropped {self._dropped} events "
                 "(run `toolwarden db rebuild` once the database is back)"
             )
@@ -254,11 +257,16 @@ class MirrorWriter:
         for run_id in list(self._beats):
             if self._beat_due(run_id, now) <= now:
                 beats[run_id] = self._beats.pop(run_id)
-        self._size -= sum(p.size() for p in runs.values()) + len(beats)
+        taken = sum(p.size() for p in runs.values()) + len(beats)
+        self._size -= taken
+        self._inflight = taken
+        since = [p.since for p in runs.values()] + [b.received for b in beats.values()]
+        self._inflight_since = min(since) if since else None
         return _Batch(runs, beats)
 
     def _put_back(self, batch: _Batch) -> None:
         """Return a batch that failed, under anything newer that arrived meanwhile."""
+        self._inflight, self._inflight_since = 0, None
         for run_id, old in batch.runs.items():
             new = self._runs.get(run_id)
             if new is None:
@@ -312,8 +320,10 @@ class MirrorWriter:
                 self._write(batch)
             except Exception as exc:
                 message = _describe(exc)
-                log.warning(
-                    "mirror %s unavailable (%s); retrying in %.1fs",
+                with self._lock:
+                    first = self._connected or self._failures == 0
+                (log.warning if first else log.debug)(
+                    "mirror %s unavailable (%s); queueing and retrying in %.1fs",
                     redact(self.url),
                     message,
                     backoff,
@@ -340,6 +350,8 @@ class MirrorWriter:
                 backoff = min(backoff * 2, self._retry_max)
                 self._dispose_engine()
                 continue
+            if backoff > self._retry_initial:
+                log.info("mirror %s is back; catching up", redact(self.url))
             backoff = self._retry_initial
 
     def _dispose_engine(self) -> None:
@@ -400,10 +412,10 @@ class MirrorWriter:
             for update in updates:
                 if update.status.state.terminal:
                     self._beat_written.pop(update.status.run_id, None)
+            self._inflight, self._inflight_since = 0, None
             self._connected = True
             self._written += len(updates) + len(beats)
             self._events_written += sum(len(u.events) for u in updates)
             self._beats_written += len(beats)
             self._last_write_at = datetime.now(UTC)
-            if not self._dropped:
-                self._last_error = None
+            self._last_error = None
