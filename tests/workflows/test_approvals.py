@@ -30,7 +30,7 @@ async def pending(handle: RunHandle, count: int = 1) -> RunStatus:
 
 def decision_line(status: RunStatus) -> dict[str, object]:
     assert status.last_attempt is not None
-    line = next(l for l in status.last_attempt.tail if l.startswith("DECISION "))
+    line = next(t for t in status.last_attempt.tail if t.startswith("DECISION "))
     return json.loads(line.removeprefix("DECISION "))  # type: ignore[no-any-return]
 
 

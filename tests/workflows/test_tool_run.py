@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import sys
 from datetime import timedelta
 from pathlib import Path
 
@@ -86,7 +85,7 @@ async def test_hung_tool_and_grandchild_are_killed(
     status = await handle.status()
     last = status.last_attempt
     assert last is not None and last.outcome is AttemptOutcome.HUNG
-    grandchild = int(next(l for l in last.tail if l.startswith("PID ")).split()[1])
+    grandchild = int(next(t for t in last.tail if t.startswith("PID ")).split()[1])
     assert not psutil.pid_exists(last.pid or 0) or psutil.Process(last.pid).status() == "zombie"
     assert not psutil.pid_exists(grandchild) or psutil.Process(grandchild).status() == "zombie"
 

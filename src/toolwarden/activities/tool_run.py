@@ -33,8 +33,8 @@ from toolwarden.models import (
     MirrorUpdate,
 )
 from toolwarden.process import (
-    LaunchError,
     Launched,
+    LaunchError,
     drain_output,
     kill_stale_group,
     launch,
@@ -133,6 +133,7 @@ class ToolActivities:
             name += f".{info.attempt}"  # relaunched after its worker was lost
         stdout_path, stderr_path = log_paths(self._settings, spec.run_id, name)
         state = _Attempt(attempt, self._host)
+        assert info.workflow_id is not None  # run_tool is only scheduled by ToolRunWorkflow
         workflow = activity.client().get_workflow_handle(info.workflow_id)
         channel = ToolChannel(
             socket_path(self._settings, spec.run_id, name),
@@ -269,14 +270,15 @@ class ToolActivities:
         state.waiting.add(ask.key)
         try:
             ask = ask.model_copy(update={"attempt": state.spec.attempt})
-            record = await workflow.execute_update(
+            record: ApprovalRecord = await workflow.execute_update(
                 "request_approval", ask, result_type=ApprovalRecord
             )
             if record.state is not ApprovalState.PENDING:
                 state.decided.add(ask.key)
-                return record.decision()
+                answer: Decision = record.decision()
+                return answer
             notify_pending(record.approval_id, record.expires_at)
-            decision = await workflow.execute_update(
+            decision: Decision = await workflow.execute_update(
                 "wait_decision", ApprovalRef(key=ask.key), result_type=Decision
             )
             state.decided.add(ask.key)

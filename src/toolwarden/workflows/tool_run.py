@@ -8,12 +8,15 @@ from __future__ import annotations
 
 import asyncio
 from datetime import timedelta
+from typing import Any
 
 from temporalio import workflow
-from temporalio.common import RetryPolicy, SearchAttributeKey, SearchAttributePair
+from temporalio.common import RetryPolicy, SearchAttributeKey, SearchAttributeUpdate
 from temporalio.exceptions import ActivityError, ApplicationError, CancelledError
 
 with workflow.unsafe.imports_passed_through():
+    from pydantic import JsonValue
+
     from toolwarden.activities.tool_run import PROJECT_RUN, RUN_TOOL
     from toolwarden.models import (
         GATE_KEY,
@@ -27,9 +30,9 @@ with workflow.unsafe.imports_passed_through():
         AttemptResult,
         AttemptSpec,
         AuditEntry,
-        Decision,
         DecideRequest,
         DecideResult,
+        Decision,
         DecisionSignal,
         MirrorUpdate,
         RunEvent,
@@ -161,7 +164,7 @@ class ToolRunWorkflow:
             spec.timeout + spec.kill_grace + ACTIVITY_SLACK if spec.timeout else UNBOUNDED_ATTEMPT
         )
         try:
-            return await workflow.execute_activity(
+            result: AttemptResult = await workflow.execute_activity(
                 RUN_TOOL,
                 AttemptSpec(spec=spec, attempt=self._attempt, resume=resume),
                 result_type=AttemptResult,
@@ -174,6 +177,7 @@ class ToolRunWorkflow:
                 ),
                 cancellation_type=workflow.ActivityCancellationType.WAIT_CANCELLATION_COMPLETED,
             )
+            return result
         except ActivityError as exc:
             cause = exc.cause
             if isinstance(cause, CancelledError):
@@ -402,15 +406,15 @@ class ToolRunWorkflow:
         if current == self._published:
             return
         self._published = current
-        updates: list[SearchAttributePair[str]] = [RUN_STATE.value_set(current[0])]
+        updates: list[SearchAttributeUpdate[Any]] = [RUN_STATE.value_set(current[0])]
         if current[1] is not None:
             updates.append(APPROVAL_STATE.value_set(current[1]))
         workflow.upsert_search_attributes(updates)
 
-    def _emit(self, kind: str, **data: object) -> None:
+    def _emit(self, kind: str, **data: JsonValue) -> None:
         self._updated_at = workflow.now()
         self._events.append(
-            RunEvent(seq=len(self._events) + 1, at=self._updated_at, kind=kind, data=data)  # type: ignore[arg-type]
+            RunEvent(seq=len(self._events) + 1, at=self._updated_at, kind=kind, data=data)
         )
 
     async def _project_forever(self) -> None:
