@@ -10,6 +10,7 @@ The CLI and the TUI are thin layers over this module.
 from __future__ import annotations
 
 import asyncio
+import logging
 import re
 import secrets
 from collections.abc import Sequence
@@ -60,6 +61,8 @@ from toolwarden.workflows.tool_run import (
     ToolRunWorkflow,
 )
 
+log = logging.getLogger(__name__)
+
 WORKFLOW_TYPE = "ToolRunWorkflow"
 SEARCH_ATTRIBUTES = {
     TOOL_NAME.name: IndexedValueType.INDEXED_VALUE_TYPE_KEYWORD,
@@ -98,11 +101,17 @@ def new_run_id(tool_name: str) -> str:
 _runtime: Runtime | None = None
 
 
-def _metrics_runtime(address: str) -> Runtime:
+def _metrics_runtime(address: str) -> Runtime | None:
     """The SDK's own Prometheus metrics; one runtime per process, so it is made once."""
     global _runtime
     if _runtime is None:
-        _runtime = Runtime(telemetry=TelemetryConfig(metrics=PrometheusConfig(bind_address=address)))
+        try:
+            _runtime = Runtime(
+                telemetry=TelemetryConfig(metrics=PrometheusConfig(bind_address=address))
+            )
+        except ValueError as exc:  # port taken: run without SDK metrics rather than not at all
+            log.warning("Temporal SDK metrics not served on %s: %s", address, exc)
+            return None
     return _runtime
 
 
@@ -236,13 +245,22 @@ class RunHandle:
             message = cause.message if isinstance(cause, ApplicationError) else str(cause)
             raise ApprovalError(message) from exc
         except RPCError as exc:
-            if _not_found(exc):
-                raise ApprovalError(f"unknown run {self.run_id}") from exc
-            if "completed" in exc.message or "closed" in exc.message:
-                raise ApprovalError(
-                    f"run {self.run_id} has ended; its approvals are closed"
-                ) from exc
-            raise
+            # A closed run rejects updates; say what became of the approval instead.
+            raise ApprovalError(await self._closed_approval(key)) from exc
+
+    async def _closed_approval(self, key: str) -> str:
+        try:
+            status = await self.status()
+        except UnknownRun:
+            return f"unknown run {self.run_id}"
+        record = next((a for a in status.approvals if a.key == key), None)
+        if record is None:
+            return f"unknown approval {self.run_id}/{key} (run {status.state.value})"
+        by = f" by {record.decided_by}" if record.decided_by else ""
+        return (
+            f"{record.approval_id} is already {record.state.value}{by}; "
+            f"run {self.run_id} has ended ({status.state.value})"
+        )
 
 
 class Supervisor:

@@ -6,6 +6,8 @@ Subcommands load lazily so `--help`, `beat` and `ask` start without importing te
 from __future__ import annotations
 
 import importlib
+import os
+import sys
 from typing import Any
 
 import click
@@ -102,4 +104,15 @@ def cli(ctx: click.Context, config_path: str | None) -> None:
 
 
 def main() -> None:
-    cli(prog_name="toolwarden")
+    try:
+        cli(prog_name="toolwarden")
+        code = 0
+    except SystemExit as exc:
+        code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
+    if "temporalio" in sys.modules:
+        # The SDK's Rust threads can abort interpreter shutdown ("PyGILState_Release"); all
+        # work is done and flushed here, so leave without finalizing.
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)
+    sys.exit(code)
