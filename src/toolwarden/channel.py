@@ -181,17 +181,19 @@ class ToolChannel:
         self._closed = True
         if self._server is not None:
             self._server.close()
-        tasks: list[asyncio.Task[None]] = []
+        requests: list[asyncio.Task[None]] = []
         for conn in list(self._connections.values()):
-            tasks.extend(conn.requests.values())
-        tasks.extend(self._handlers)
-        for task in tasks:
+            requests.extend(conn.requests.values())
+        for task in requests:
             task.cancel()
         for conn in list(self._connections.values()):
             with contextlib.suppress(Exception):
                 conn.writer.close()
+        # Connection handlers end by themselves once their transport is closed (cancelling them
+        # would make asyncio's streams log the CancelledError).
+        tasks = [*requests, *self._handlers]
         if tasks:
-            await asyncio.gather(*tasks, return_exceptions=True)
+            await asyncio.wait(tasks, timeout=5.0)
         if self._server is not None:
             with contextlib.suppress(Exception):
                 await self._server.wait_closed()

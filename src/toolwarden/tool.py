@@ -255,13 +255,17 @@ class _Emitter(threading.Thread):
 
     def drain(self, sock: socket.socket) -> None:
         """Discard replies (only error lines could come) so the supervisor never blocks."""
-        while True:
-            try:
-                data = sock.recv(65536, socket.MSG_DONTWAIT)
-            except BlockingIOError:
-                return
-            if not data:
-                raise ConnectionResetError("supervisor closed the connection")
+        sock.settimeout(0.0)  # (MSG_DONTWAIT alone would wait out the socket timeout)
+        try:
+            while True:
+                try:
+                    data = sock.recv(65536)
+                except BlockingIOError:
+                    return
+                if not data:
+                    raise ConnectionResetError("supervisor closed the connection")
+        finally:
+            sock.settimeout(5.0)
 
     def disconnect(self) -> None:
         sock, self.sock = self.sock, None
