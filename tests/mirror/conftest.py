@@ -39,9 +39,7 @@ def pg_reachable() -> bool:
     global _pg_ok
     if _pg_ok is None:
         try:
-            psycopg.connect(
-                f"postgresql://postgres@{PG_HOST}:{PG_PORT}/{PG_DB}", connect_timeout=3
-            ).close()
+            psycopg.connect(f"postgresql://postgres@{PG_HOST}:{PG_PORT}/{PG_DB}", connect_timeout=3).close()
             _pg_ok = True
         except psycopg.Error:
             _pg_ok = False
@@ -61,9 +59,7 @@ def require_pg() -> None:
 
 
 def _admin(sql: str) -> None:
-    with psycopg.connect(
-        f"postgresql://postgres@{PG_HOST}:{PG_PORT}/{PG_DB}", autocommit=True
-    ) as conn:
+    with psycopg.connect(f"postgresql://postgres@{PG_HOST}:{PG_PORT}/{PG_DB}", autocommit=True) as conn:
         conn.execute(sql)  # type: ignore[arg-type]
 
 

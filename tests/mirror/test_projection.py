@@ -29,15 +29,10 @@ def dump(engine: Engine) -> dict[str, list[dict[str, Any]]]:
             {k: v for k, v in row._asdict().items() if k != "mirrored_at"}
             for row in conn.execute(select(tool_runs).order_by(tool_runs.c.run_id))
         ]
-        apps = [
-            row._asdict()
-            for row in conn.execute(select(approvals).order_by(approvals.c.approval_id))
-        ]
+        apps = [row._asdict() for row in conn.execute(select(approvals).order_by(approvals.c.approval_id))]
         events = [
             {k: v for k, v in row._asdict().items() if k != "id"}
-            for row in conn.execute(
-                select(run_events).order_by(run_events.c.run_id, run_events.c.seq)
-            )
+            for row in conn.execute(select(run_events).order_by(run_events.c.run_id, run_events.c.seq))
         ]
     return {"runs": runs, "approvals": apps, "events": events}
 
@@ -77,9 +72,7 @@ def test_snapshot_is_projected(engine: Engine) -> None:
 
 
 def test_same_update_twice_gives_same_rows(engine: Engine) -> None:
-    update = MirrorUpdate(
-        status=make_status("r1", approvals=[make_approval("r1")]), events=make_events(1, 5)
-    )
+    update = MirrorUpdate(status=make_status("r1", approvals=[make_approval("r1")]), events=make_events(1, 5))
     apply(engine, update)
     first = dump(engine)
     apply(engine, update)
@@ -146,9 +139,7 @@ def test_heartbeat_updates_live_columns_only_on_unfinished_runs(engine: Engine) 
     # Once the run ended, late heartbeats no longer touch it.
     apply(
         engine,
-        MirrorUpdate(
-            status=make_status("r1", state=RunState.SUCCEEDED, ended_at=T0 + timedelta(2), pid=501)
-        ),
+        MirrorUpdate(status=make_status("r1", state=RunState.SUCCEEDED, ended_at=T0 + timedelta(2), pid=501)),
     )
     with engine.begin() as conn:
         apply_heartbeat(conn, "r1", LiveDetails(pid=999, message="late"))

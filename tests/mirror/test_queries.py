@@ -34,9 +34,7 @@ def engine(db_url: str) -> Iterator[Engine]:
         make_status("d2", tool="deploy", **ended(RunState.SUCCEEDED, H + 30 * minute)),  # type: ignore[arg-type]
         make_status("d3", tool="deploy", **ended(RunState.HUNG, H + 59 * minute)),  # type: ignore[arg-type]
         make_status("d4", tool="deploy", **ended(RunState.HUNG, H + 61 * minute)),  # type: ignore[arg-type]
-        make_status(
-            "d5", tool="deploy", state=RunState.WAITING_APPROVAL, started_at=H + 90 * minute
-        ),
+        make_status("d5", tool="deploy", state=RunState.WAITING_APPROVAL, started_at=H + 90 * minute),
         # backup: 3 finished, none hung; one run before `since` does not count.
         make_status("b1", tool="backup", **ended(RunState.SUCCEEDED, H + 2 * minute)),  # type: ignore[arg-type]
         make_status("b2", tool="backup", **ended(RunState.FAILED, H + 3 * minute)),  # type: ignore[arg-type]
@@ -85,8 +83,7 @@ def engine(db_url: str) -> Iterator[Engine]:
         ],
     }
     updates = [
-        MirrorUpdate(status=r.model_copy(update={"approvals": approvals.get(r.run_id, [])}))
-        for r in runs
+        MirrorUpdate(status=r.model_copy(update={"approvals": approvals.get(r.run_id, [])})) for r in runs
     ]
     with engine.begin() as conn:
         apply_updates(conn, updates)

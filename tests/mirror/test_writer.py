@@ -33,9 +33,7 @@ FAST = {"retry_initial": 0.05, "retry_max": 0.3}
 
 
 def settings(interval: float = 0.3, max_backlog: int = 100_000) -> MirrorSettings:
-    return MirrorSettings(
-        heartbeat_write_interval=timedelta(seconds=interval), max_backlog=max_backlog
-    )
+    return MirrorSettings(heartbeat_write_interval=timedelta(seconds=interval), max_backlog=max_backlog)
 
 
 @pytest.fixture
@@ -197,9 +195,7 @@ def test_heartbeats_are_throttled_per_run_last_value_wins(db_url: str, writers) 
     # At most: a's first beat at once, a's last after the interval, b's one.
     assert writer.stats().heartbeats_written_total <= 3
     # A heartbeat arriving after the run ended is ignored.
-    writer.submit(
-        MirrorUpdate(status=make_status("a", state=RunState.SUCCEEDED, ended_at=T0, pid=1099))
-    )
+    writer.submit(MirrorUpdate(status=make_status("a", state=RunState.SUCCEEDED, ended_at=T0, pid=1099)))
     writer.heartbeat("a", LiveDetails(pid=5, message="late"))
     wait_for(lambda: run_column(db_url, "a", "state") == "succeeded")
     assert writer.stats().backlog == 0

@@ -56,6 +56,19 @@ def _guard(url: str, action: Callable[[], T]) -> T:
         raise DbError(f"mirror database {redact(url)}: {_first_line(exc)}") from exc
 
 
+def _missing_sqlite_file(url: str) -> str | None:
+    """The path of a SQLite mirror file that does not exist yet, else None."""
+    from pathlib import Path
+
+    from sqlalchemy.engine import make_url
+
+    parsed = make_url(url)
+    if parsed.get_backend_name() != "sqlite" or parsed.database in (None, "", ":memory:"):
+        return None
+    path = Path(parsed.database).expanduser()
+    return None if path.exists() else str(path)
+
+
 @click.group("db")
 def db() -> None:
     """Manage the SQL mirror (schema migrations, status, rebuild from Temporal)."""
@@ -95,6 +108,10 @@ def current_cmd(ctx: click.Context) -> None:
     from toolwarden.mirror.migrate import current, head_revision
 
     url = _settings(ctx).mirror_url
+    missing = _missing_sqlite_file(url)
+    if missing is not None:
+        click.echo(f"none (no mirror database at {missing}: run `toolwarden db upgrade`)")
+        return
     revision = _guard(url, lambda: current(url))
     if revision is None:
         click.echo("none (not migrated: run `toolwarden db upgrade`)")
@@ -183,7 +200,8 @@ def status_cmd(ctx: click.Context, as_json: bool) -> None:
 
     settings = _settings(ctx)
     url = settings.mirror_url
-    revision = _guard(url, lambda: current(url))
+    missing = _missing_sqlite_file(url)
+    revision = None if missing else _guard(url, lambda: current(url))
     counts = _guard(url, lambda: _counts(url)) if revision is not None else None
     writer = writer_stats(settings.worker.health_address)
     report: dict[str, Any] = {
@@ -199,7 +217,9 @@ def status_cmd(ctx: click.Context, as_json: bool) -> None:
         return
     click.echo(f"database:  {report['url']}")
     state = "head" if report["up_to_date"] else f"behind head {report['head']}"
-    if revision is None:
+    if missing is not None:
+        click.echo("revision:  none (no database file yet: run `toolwarden db upgrade`)")
+    elif revision is None:
         click.echo("revision:  none (not migrated: run `toolwarden db upgrade`)")
     else:
         click.echo(f"revision:  {revision} ({state})")
@@ -223,9 +243,13 @@ def status_cmd(ctx: click.Context, as_json: bool) -> None:
 
 
 @db.command("rebuild")
+@click.argument("run_ids", nargs=-1)
 @click.pass_context
-def rebuild_cmd(ctx: click.Context) -> None:
-    """Rebuild the mirror from Temporal for every run it still retains (idempotent)."""
+def rebuild_cmd(ctx: click.Context, run_ids: tuple[str, ...]) -> None:
+    """Rebuild the mirror from Temporal: every run it still retains, or only RUN_IDS.
+
+    Run statuses are read with workflow queries, so a worker must be running. Idempotent.
+    """
     import asyncio
 
     from toolwarden.mirror.engine import redact
@@ -233,10 +257,22 @@ def rebuild_cmd(ctx: click.Context) -> None:
 
     settings = _settings(ctx)
     url = settings.mirror_url
+    skipped: list[str] = []
+
+    def skip(run_id: str, exc: BaseException) -> None:
+        skipped.append(f"{run_id}: {_first_line(exc)}")
+
     try:
-        written = _guard(url, lambda: asyncio.run(rebuild_from_temporal(settings)))
+        written = _guard(
+            url,
+            lambda: asyncio.run(rebuild_from_temporal(settings, run_ids=run_ids or None, on_skip=skip)),
+        )
     except click.ClickException:
         raise
     except Exception as exc:  # Temporal unreachable and the like: one line
         raise DbError(f"rebuild failed: {_first_line(exc)}") from exc
     click.echo(f"rebuilt {written} run{'s' if written != 1 else ''} into {redact(url)}")
+    for line in skipped:
+        click.echo(f"skipped {line}", err=True)
+    if skipped and not written:
+        raise DbError(f"no run could be read ({len(skipped)} skipped); is a worker running?")

@@ -118,9 +118,7 @@ class Approval(Base):
     __tablename__ = "approvals"
 
     approval_id: Mapped[str] = mapped_column(String(400), primary_key=True)
-    run_id: Mapped[str] = mapped_column(
-        String(200), ForeignKey("tool_runs.run_id", ondelete="CASCADE")
-    )
+    run_id: Mapped[str] = mapped_column(String(200), ForeignKey("tool_runs.run_id", ondelete="CASCADE"))
     key: Mapped[str] = mapped_column(String(128))
     summary: Mapped[str] = mapped_column(Text)
     details: Mapped[Any] = mapped_column(Json(), nullable=True)
@@ -147,9 +145,7 @@ class RunEventRow(Base):
     __tablename__ = "run_events"
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
-    run_id: Mapped[str] = mapped_column(
-        String(200), ForeignKey("tool_runs.run_id", ondelete="CASCADE")
-    )
+    run_id: Mapped[str] = mapped_column(String(200), ForeignKey("tool_runs.run_id", ondelete="CASCADE"))
     seq: Mapped[int] = mapped_column(Integer)
     at: Mapped[datetime] = mapped_column(UTCDateTime())
     kind: Mapped[str] = mapped_column(String(64))

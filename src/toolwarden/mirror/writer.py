@@ -126,9 +126,7 @@ class MirrorWriter:
             if self._thread is not None:
                 return
             self._stopping = False
-            self._thread = threading.Thread(
-                target=self._loop, name="toolwarden-mirror", daemon=True
-            )
+            self._thread = threading.Thread(target=self._loop, name="toolwarden-mirror", daemon=True)
             self._thread.start()
 
     def stop(self, timeout: float = 5.0) -> None:
@@ -232,7 +230,7 @@ class MirrorWriter:
 
     def _enforce_backlog(self) -> None:
         """Over `max_backlog`, shed the oldest queued events; snapshots are never dropped."""
-        excess = self._size - self.settings.max_backlog
+        excess = self._size + self._inflight - self.settings.max_backlog
         if excess <= 0:
             return
         for pending in self._runs.values():
@@ -341,11 +339,7 @@ class MirrorWriter:
                         if remaining <= 0:
                             break
                         self._wake.wait(remaining)
-                    if (
-                        self._stopping
-                        and self._deadline is not None
-                        and time.monotonic() >= self._deadline
-                    ):
+                    if self._stopping and self._deadline is not None and time.monotonic() >= self._deadline:
                         return
                 backoff = min(backoff * 2, self._retry_max)
                 self._dispose_engine()

@@ -34,9 +34,7 @@ def upgrade() -> None:
     op.add_column("tool_runs", sa.Column("profile", sa.String(200), nullable=True))
     op.add_column("tool_runs", sa.Column("cwd", sa.Text(), nullable=True))
     op.add_column("tool_runs", sa.Column("max_retries", sa.Integer(), nullable=True))
-    op.add_column(
-        "tool_runs", sa.Column("attempt_started_at", sa.DateTime(timezone=True), nullable=True)
-    )
+    op.add_column("tool_runs", sa.Column("attempt_started_at", sa.DateTime(timezone=True), nullable=True))
     op.add_column(
         "tool_runs",
         sa.Column("pending_approvals", sa.Integer(), server_default="0", nullable=False),
@@ -44,9 +42,7 @@ def upgrade() -> None:
     op.add_column("tool_runs", sa.Column("stdout_path", sa.Text(), nullable=True))
     op.add_column("tool_runs", sa.Column("stderr_path", sa.Text(), nullable=True))
     op.add_column("tool_runs", sa.Column("mirrored_at", sa.DateTime(timezone=True), nullable=True))
-    op.create_index(
-        op.f("ix_tool_runs_tool_name_started_at"), "tool_runs", ["tool_name", "started_at"]
-    )
+    op.create_index(op.f("ix_tool_runs_tool_name_started_at"), "tool_runs", ["tool_name", "started_at"])
     op.create_index(op.f("ix_tool_runs_state_updated_at"), "tool_runs", ["state", "updated_at"])
     op.create_index(op.f("ix_tool_runs_started_at"), "tool_runs", ["started_at"])
     op.create_index(op.f("ix_approvals_state_requested_at"), "approvals", ["state", "requested_at"])
