@@ -14,7 +14,7 @@ import sys
 from collections import Counter
 from datetime import timedelta
 
-from toolwarden.client import Supervisor, new_run_id
+from toolwarden.client import Supervisor, SupervisorError, exit_process, new_run_id
 from toolwarden.config import load_settings
 from toolwarden.models import RunResult, RunSpec
 
@@ -32,7 +32,11 @@ def commands() -> list[list[str]]:
 
 async def main() -> int:
     settings = load_settings()
-    supervisor = await Supervisor.connect(settings)
+    try:
+        supervisor = await Supervisor.connect(settings)
+    except SupervisorError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
     specs: list[RunSpec] = [
         settings.run_spec(
             run_id=new_run_id("orchestrated"),
@@ -54,4 +58,4 @@ async def main() -> int:
 
 
 if __name__ == "__main__":
-    raise SystemExit(asyncio.run(main()))
+    exit_process(asyncio.run(main()))

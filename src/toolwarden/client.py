@@ -11,11 +11,13 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import re
+import sys
 import secrets
 from collections.abc import Sequence
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, NoReturn
 
 from pydantic import JsonValue
 from temporalio.api.enums.v1 import IndexedValueType
@@ -90,6 +92,17 @@ class DuplicateRun(SupervisorError):
 
 class ApprovalError(SupervisorError):
     pass
+
+
+def exit_process(code: int) -> NoReturn:
+    """Leave a short-lived process that used the client, skipping interpreter finalization.
+
+    The SDK's Rust threads can abort CPython's shutdown ("PyGILState_Release: thread state must
+    be current", temporalio/sdk-python#300), turning a clean exit into SIGABRT.
+    """
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
 
 
 def new_run_id(tool_name: str) -> str:

@@ -6,7 +6,6 @@ Subcommands load lazily so `--help`, `beat` and `ask` start without importing te
 from __future__ import annotations
 
 import importlib
-import os
 import sys
 from typing import Any
 
@@ -109,10 +108,8 @@ def main() -> None:
         code = 0
     except SystemExit as exc:
         code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
-    if "temporalio" in sys.modules:
-        # The SDK's Rust threads can abort interpreter shutdown ("PyGILState_Release"); all
-        # work is done and flushed here, so leave without finalizing.
-        sys.stdout.flush()
-        sys.stderr.flush()
-        os._exit(code)
+    if "toolwarden.client" in sys.modules:
+        from toolwarden.client import exit_process
+
+        exit_process(code)
     sys.exit(code)
