@@ -13,8 +13,8 @@ import asyncio
 import logging
 import os
 import re
-import sys
 import secrets
+import sys
 from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any, NoReturn
@@ -120,7 +120,11 @@ def _metrics_runtime(address: str) -> Runtime | None:
     if _runtime is None:
         try:
             _runtime = Runtime(
-                telemetry=TelemetryConfig(metrics=PrometheusConfig(bind_address=address))
+                telemetry=TelemetryConfig(
+                    metrics=PrometheusConfig(
+                        bind_address=address, counters_total_suffix=True, durations_as_seconds=True
+                    )
+                )
             )
         except ValueError as exc:  # port taken: run without SDK metrics rather than not at all
             log.warning("Temporal SDK metrics not served on %s: %s", address, exc)

@@ -83,6 +83,7 @@ class _Attempt:
         self.asked: set[str] = set()
         self.decided: set[str] = set()
         self.waiting: set[str] = set()
+        self.key = f"{attempt.spec.run_id}:{attempt.attempt}"
 
     def on_heartbeat(self, progress: float | None, message: str | None) -> None:
         self.last_beat = time.monotonic()
@@ -186,6 +187,9 @@ class ToolActivities:
             return result
         state.launched = launched
         self.running += 1
+        decided = [d.decided_at for d in attempt.resume.values() if d.decided_at is not None]
+        if decided:  # relaunched after exit-and-relaunch: decision to running again
+            metrics.resume_latency(spec.tool_name, (launched.started_at - max(decided)).total_seconds())
         metrics.attempt_started(spec.tool_name)
         self._beat(state)
         ending = None
@@ -211,7 +215,7 @@ class ToolActivities:
             self.running -= 1
             await drain_output(launched)
             outcome = ending.outcome if ending else AttemptOutcome.CANCELLED
-            metrics.attempt_ended(spec.tool_name, outcome.value)
+            metrics.attempt_ended(spec.tool_name, outcome.value, attempt=state.key)
             if outcome is AttemptOutcome.HUNG:
                 metrics.hung_kill(spec.tool_name)
         outcome = ending.outcome
@@ -241,6 +245,9 @@ class ToolActivities:
 
     def _beat(self, state: _Attempt) -> None:
         live = state.live()
+        if state.launched is not None:
+            silent = time.monotonic() - max(state.launched.last_output, state.last_beat)
+            metrics.tool_heartbeat_age(state.spec.spec.tool_name, silent, attempt=state.key)
         activity.heartbeat(live)
         if self._mirror is not None:
             self._mirror.heartbeat(state.spec.spec.run_id, live)
@@ -282,6 +289,9 @@ class ToolActivities:
                 "wait_decision", ApprovalRef(key=ask.key), result_type=Decision
             )
             state.decided.add(ask.key)
+            if decision.decided_at is not None:
+                waited = (datetime.now(UTC) - decision.decided_at).total_seconds()
+                metrics.resume_latency(state.spec.spec.tool_name, waited)
             return decision
         finally:
             state.waiting.discard(ask.key)

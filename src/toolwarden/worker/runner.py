@@ -58,6 +58,7 @@ class WorkerService:
         self.health: HealthServer | None = None
         self.worker: Worker | None = None
         self.activities: ToolActivities | None = None
+        self.draining = False
 
     async def run(self, stop: asyncio.Event, on_ready: Callable[[], None] | None = None) -> None:
         settings = self.settings
@@ -78,6 +79,7 @@ class WorkerService:
                 worker_task.result()  # a fatal worker error surfaces here
             else:
                 log.info("draining the worker (grace %s)", settings.worker.shutdown_grace)
+                self.draining = True  # /readyz turns 503 at once: this worker takes no new work
                 await self.worker.shutdown()
                 await worker_task
         finally:
@@ -127,8 +129,8 @@ class WorkerService:
         try:
             await asyncio.wait_for(self.client.service_client.check_health(), timeout=2.0)
         except Exception as exc:
-            temporal = f"unreachable: {exc}"[:200]
-        polling = self.worker is not None and self.worker.is_running
+            temporal = f"unreachable: {exc or type(exc).__name__}"[:200]
+        polling = self.worker is not None and self.worker.is_running and not self.draining
         mirror_state, backlog, lag = "disabled", None, None
         if self.mirror is not None:
             stats = self.mirror.stats()
