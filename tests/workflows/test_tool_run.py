@@ -188,3 +188,27 @@ async def test_search_attributes_follow_the_state(
         return any(r.run_id == spec.run_id and r.state is RunState.CANCELLED for r in runs)
 
     await eventually(listed_cancelled)
+
+
+async def test_output_is_visible_while_the_tool_runs(
+    supervisor: Supervisor, settings: Settings, run_id, tmp_path: Path
+) -> None:
+    gate = tmp_path / "gate"
+    spec = settings.run_spec(run_id=run_id(), argv=[*tool("wait_for_file.py"), str(gate)])
+    handle = await supervisor.start_run(spec)
+
+    async def first_line_live() -> bool:
+        status = await handle.status()
+        live = status.live
+        return (
+            status.state is RunState.RUNNING
+            and live is not None
+            and "first line" in live.tail
+            and Path(live.stdout_path or "/nonexistent").read_text() == "first line\n"
+        )
+
+    await eventually(first_line_live)
+    gate.touch()
+    assert (await handle.result()).state is RunState.SUCCEEDED
+    last = (await handle.status()).last_attempt
+    assert last is not None and last.tail == ["first line", "second line"]
