@@ -192,9 +192,7 @@ async def test_request_round_trip(
 ) -> None:
     chan, harness = channel
     client = await Client.connect(chan)
-    await client.send(
-        ask_line("c1", "deploy", details={"env": "prod"}, timeout=90, on_expiry=on_expiry)
-    )
+    await client.send(ask_line("c1", "deploy", details={"env": "prod"}, timeout=90, on_expiry=on_expiry))
     pending = await client.recv()
     assert pending == {
         "v": 1,
@@ -332,9 +330,7 @@ async def test_blank_lines_are_ignored(channel: tuple[ToolChannel, Harness]) -> 
 
 
 @pytest.mark.parametrize("size", [protocol.MAX_LINE_BYTES, 5 * 1024 * 1024])
-async def test_oversized_line_then_a_valid_line(
-    channel: tuple[ToolChannel, Harness], size: int
-) -> None:
+async def test_oversized_line_then_a_valid_line(channel: tuple[ToolChannel, Harness], size: int) -> None:
     chan, harness = channel
     client = await Client.connect(chan)
     big = b'{"v":1,"type":"heartbeat","message":"' + b"x" * size + b'"}\n'

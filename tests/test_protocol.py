@@ -207,9 +207,7 @@ def test_decision_from_the_shared_model() -> None:
 def test_tool_side_encoders_are_parsed_by_the_supervisor_side() -> None:
     assert parse_line(protocol.encode_hello("t", 3)) == Hello("t", 3)
     assert parse_line(protocol.encode_heartbeat(0.25, "q")) == Heartbeat(0.25, "q")
-    raw = protocol.encode_approval_request(
-        "i", "k", "s", {"a": "é"}, timedelta(minutes=1), "approve"
-    )
+    raw = protocol.encode_approval_request("i", "k", "s", {"a": "é"}, timedelta(minutes=1), "approve")
     assert parse_line(raw) == ApprovalRequestMessage("i", "k", "s", {"a": "é"}, 60.0, "approve")
     with pytest.raises(ValueError, match="approval key"):
         protocol.encode_approval_request("i", "no spaces", "s")
@@ -221,9 +219,7 @@ def test_parse_reply_refuses_garbage() -> None:
     for raw in (b"nope\n", b'{"v":2,"type":"welcome"}\n', b'{"v":1,"type":"hello"}\n'):
         with pytest.raises(ValueError):
             parse_reply(raw)
-    bad_outcome = (
-        b'{"v":1,"type":"decision","id":"c","key":"k","outcome":"maybe","approved":true}\n'
-    )
+    bad_outcome = b'{"v":1,"type":"decision","id":"c","key":"k","outcome":"maybe","approved":true}\n'
     with pytest.raises(ValueError, match="outcome"):
         parse_reply(bad_outcome)
 
@@ -241,11 +237,7 @@ def test_parse_line_only_ever_raises_protocol_violation(raw: bytes) -> None:
 
 
 json_values = st.recursive(
-    st.none()
-    | st.booleans()
-    | st.integers()
-    | st.floats(allow_nan=False, allow_infinity=False)
-    | st.text(),
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False, allow_infinity=False) | st.text(),
     lambda children: (
         st.lists(children, max_size=4) | st.dictionaries(st.text(max_size=8), children, max_size=4)
     ),
@@ -283,14 +275,12 @@ def test_parse_line_on_arbitrary_json_objects(obj: dict[str, Any]) -> None:
 
 
 keys = st.from_regex(protocol.KEY_PATTERN, fullmatch=True)
-texts = st.text(
-    st.characters(blacklist_categories=("Cs",)), min_size=1, max_size=protocol.MAX_SUMMARY_CHARS
-)
+texts = st.text(st.characters(codec="utf-8"), min_size=1, max_size=protocol.MAX_SUMMARY_CHARS)
 
 
 @settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(
-    request_id=st.text(st.characters(blacklist_categories=("Cs",)), min_size=1, max_size=20),
+    request_id=st.text(st.characters(codec="utf-8"), min_size=1, max_size=20),
     key=keys,
     summary=texts,
     details=json_values,
@@ -306,15 +296,13 @@ def test_approval_requests_round_trip(
     on_expiry: str | None,
 ) -> None:
     raw = protocol.encode_approval_request(request_id, key, summary, details, timeout, on_expiry)
-    assert parse_line(raw) == ApprovalRequestMessage(
-        request_id, key, summary, details, timeout, on_expiry
-    )
+    assert parse_line(raw) == ApprovalRequestMessage(request_id, key, summary, details, timeout, on_expiry)
 
 
 @settings(deadline=None)
 @given(
     progress=st.none() | st.floats(min_value=0.0, max_value=1.0),
-    message=st.none() | st.text(st.characters(blacklist_categories=("Cs",)), max_size=1000),
+    message=st.none() | st.text(st.characters(codec="utf-8"), max_size=1000),
 )
 def test_heartbeats_round_trip(progress: float | None, message: str | None) -> None:
     assert parse_line(protocol.encode_heartbeat(progress, message)) == Heartbeat(progress, message)

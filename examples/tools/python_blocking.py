@@ -1,9 +1,9 @@
 #!/usr/bin/env python3
 """Blocking approval: the tool stays alive, heartbeating, until a person decides.
 
-    toolwarden run -- python examples/tools/python_blocking.py
-    toolwarden approvals                     # shows RUN/apply-patch
-    toolwarden approve RUN/apply-patch --response '{"message": "ship it"}'
+toolwarden run -- python examples/tools/python_blocking.py
+toolwarden approvals                     # shows RUN/apply-patch
+toolwarden approve RUN/apply-patch --response '{"message": "ship it"}'
 """
 
 from __future__ import annotations

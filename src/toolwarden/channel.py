@@ -168,9 +168,7 @@ class ToolChannel:
             if not stat.S_ISSOCK(st.st_mode):
                 raise FileExistsError(f"{self._path} exists and is not a socket")
             self._path.unlink()  # stale socket of an earlier incarnation of this attempt
-        self._server = await asyncio.start_unix_server(
-            self._accept, path=str(self._path), limit=_READ_CHUNK
-        )
+        self._server = await asyncio.start_unix_server(self._accept, path=str(self._path), limit=_READ_CHUNK)
         os.chmod(self._path, 0o600)
         self._inode = self._path.lstat().st_ino
 
@@ -263,10 +261,13 @@ class ToolChannel:
                         if len(buffer) >= protocol.MAX_LINE_BYTES:
                             buffer.clear()
                             discarding = True
-                            self._refuse(conn, protocol.ProtocolViolation(
-                                protocol.OVERSIZED,
-                                f"line is longer than {protocol.MAX_LINE_BYTES} bytes",
-                            ))
+                            self._refuse(
+                                conn,
+                                protocol.ProtocolViolation(
+                                    protocol.OVERSIZED,
+                                    f"line is longer than {protocol.MAX_LINE_BYTES} bytes",
+                                ),
+                            )
                     break
                 piece = chunk[start : newline + 1]
                 start = newline + 1
@@ -307,9 +308,7 @@ class ToolChannel:
                 log.exception("on_heartbeat callback failed")
         elif isinstance(message, protocol.Hello):
             self._hello = message
-            conn.send(
-                protocol.encode_welcome(self._run_id, self._attempt, self._heartbeat_interval)
-            )
+            conn.send(protocol.encode_welcome(self._run_id, self._attempt, self._heartbeat_interval))
         else:
             self._start_request(message, conn)
 
@@ -330,9 +329,7 @@ class ToolChannel:
                 key=message.key,
                 summary=message.summary,
                 details=message.details,
-                timeout=(
-                    None if message.timeout is None else timedelta(seconds=message.timeout)
-                ),
+                timeout=(None if message.timeout is None else timedelta(seconds=message.timeout)),
                 on_expiry=None if message.on_expiry is None else ExpiryOutcome(message.on_expiry),
                 attempt=self._attempt,
             )
@@ -341,9 +338,7 @@ class ToolChannel:
             refuse(text)
             return
         conn.keys[message.id] = message.key
-        task = asyncio.create_task(
-            self._serve_request(message, ask, conn), name=f"approval {message.key}"
-        )
+        task = asyncio.create_task(self._serve_request(message, ask, conn), name=f"approval {message.key}")
         conn.requests[message.id] = task
 
     async def _serve_request(
@@ -355,9 +350,7 @@ class ToolChannel:
             if state["pending_sent"] or state["done"]:
                 return
             state["pending_sent"] = True
-            conn.send(
-                protocol.encode_pending(message.id, message.key, approval_id, _iso(expires_at))
-            )
+            conn.send(protocol.encode_pending(message.id, message.key, approval_id, _iso(expires_at)))
 
         try:
             decision = await self._on_request(ask, notify_pending)

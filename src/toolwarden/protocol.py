@@ -214,17 +214,13 @@ def _default(value: Any) -> Any:
 
 def dumps_compact(value: Any) -> str:
     """Compact JSON text (the form whose size `MAX_DETAILS_BYTES` limits)."""
-    return json.dumps(
-        value, separators=(",", ":"), ensure_ascii=False, allow_nan=False, default=_default
-    )
+    return json.dumps(value, separators=(",", ":"), ensure_ascii=False, allow_nan=False, default=_default)
 
 
 def _line(obj: dict[str, Any], *, ascii_only: bool = True) -> bytes:
     # Replies are pure ASCII (\u escapes), so they are valid UTF-8 whatever an operator typed.
     # Requests keep UTF-8 text, so their size matches the limits the spec states.
-    text = json.dumps(
-        obj, separators=(",", ":"), ensure_ascii=ascii_only, allow_nan=False, default=_default
-    )
+    text = json.dumps(obj, separators=(",", ":"), ensure_ascii=ascii_only, allow_nan=False, default=_default)
     return text.encode("utf-8") + b"\n"
 
 
@@ -232,8 +228,7 @@ def details_size(details: Any) -> int:
     """Bytes of `details` as compact UTF-8 JSON; raises ValueError if it is not JSON."""
     try:
         return len(
-            json.dumps(details, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
-            .encode("utf-8")
+            json.dumps(details, separators=(",", ":"), ensure_ascii=False, allow_nan=False).encode("utf-8")
         )
     except (TypeError, ValueError, RecursionError) as exc:
         raise ValueError(f"details are not JSON: {exc}") from exc
@@ -284,9 +279,7 @@ def check_summary(summary: Any) -> str:
 def check_details(details: Any) -> Any:
     size = details_size(details)
     if size > MAX_DETAILS_BYTES:
-        raise ValueError(
-            f"details are {size} bytes as JSON, more than the limit of {MAX_DETAILS_BYTES}"
-        )
+        raise ValueError(f"details are {size} bytes as JSON, more than the limit of {MAX_DETAILS_BYTES}")
     return details
 
 
@@ -464,9 +457,7 @@ def encode_error(code: str, message: str, request_id: str | None = None) -> byte
 
 
 def encode_hello(tool: str | None = None, pid: int | None = None) -> bytes:
-    return _line(
-        {"v": PROTOCOL_VERSION, "type": HELLO, "tool": tool, "pid": pid}, ascii_only=False
-    )
+    return _line({"v": PROTOCOL_VERSION, "type": HELLO, "tool": tool, "pid": pid}, ascii_only=False)
 
 
 def encode_heartbeat(progress: float | None = None, message: str | None = None) -> bytes:

@@ -328,9 +328,7 @@ def _prepare(
     """Validate, consult $TOOLWARDEN_RESUME; return (known decision, id, lines, socket path)."""
     request_id = _new_request_id()
     try:
-        request = protocol.encode_approval_request(
-            request_id, key, summary, details, timeout, on_expiry
-        )
+        request = protocol.encode_approval_request(request_id, key, summary, details, timeout, on_expiry)
     except TypeError as exc:  # details that json cannot serialize
         raise ValueError(f"details are not JSON: {exc}") from None
     known = resume_decisions().get(key)
@@ -362,17 +360,13 @@ def _lost() -> ApprovalError:
     return ApprovalError("the supervisor closed the connection before a decision was made")
 
 
-def _exchange(
-    path: str, lines: bytes, request_id: str, stop_at_pending: bool
-) -> Decision | Pending:
+def _exchange(path: str, lines: bytes, request_id: str, stop_at_pending: bool) -> Decision | Pending:
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     with sock:
         try:
             sock.connect(path)
         except OSError as exc:
-            raise ApprovalError(
-                f"cannot reach the supervisor at {path}: {exc.strerror or exc}"
-            ) from None
+            raise ApprovalError(f"cannot reach the supervisor at {path}: {exc.strerror or exc}") from None
         try:
             sock.sendall(lines)
             reader = _LineReader(sock)
@@ -387,17 +381,11 @@ def _exchange(
             raise ApprovalError(f"lost the supervisor connection: {exc}") from None
 
 
-async def _aexchange(
-    path: str, lines: bytes, request_id: str, stop_at_pending: bool
-) -> Decision | Pending:
+async def _aexchange(path: str, lines: bytes, request_id: str, stop_at_pending: bool) -> Decision | Pending:
     try:
-        reader, writer = await asyncio.open_unix_connection(
-            path, limit=protocol.MAX_REPLY_BYTES + 1
-        )
+        reader, writer = await asyncio.open_unix_connection(path, limit=protocol.MAX_REPLY_BYTES + 1)
     except OSError as exc:
-        raise ApprovalError(
-            f"cannot reach the supervisor at {path}: {exc.strerror or exc}"
-        ) from None
+        raise ApprovalError(f"cannot reach the supervisor at {path}: {exc.strerror or exc}") from None
     try:
         writer.write(lines)
         await writer.drain()
@@ -405,9 +393,7 @@ async def _aexchange(
             try:
                 line = await reader.readline()
             except ValueError:
-                raise ApprovalError(
-                    "the supervisor sent a line longer than the protocol allows"
-                ) from None
+                raise ApprovalError("the supervisor sent a line longer than the protocol allows") from None
             if not line:
                 raise _lost()
             answer = _interpret(line, request_id, stop_at_pending)

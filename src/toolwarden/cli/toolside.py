@@ -105,9 +105,7 @@ def _load_details(value: str | None) -> Any:
     "beat",
     short_help="Send one heartbeat from a supervised tool.",
 )
-@click.option(
-    "--progress", type=click.FloatRange(0.0, 1.0), default=None, help="Progress from 0 to 1."
-)
+@click.option("--progress", type=click.FloatRange(0.0, 1.0), default=None, help="Progress from 0 to 1.")
 @click.option("--message", default=None, help="What the tool is doing (at most 1000 chars).")
 def beat(progress: float | None, message: str | None) -> None:
     """Tell the supervisor this tool is alive (and how far it got).
@@ -142,9 +140,7 @@ def beat(progress: float | None, message: str | None) -> None:
     short_help="Ask a person for approval from a supervised tool.",
 )
 @click.argument("summary")
-@click.option(
-    "--key", default=None, help="Name of the decision in this run (default: from the summary)."
-)
+@click.option("--key", default=None, help="Name of the decision in this run (default: from the summary).")
 @click.option("--details", default=None, metavar="JSON|@FILE", help="Details as JSON (≤ 32 KiB).")
 @click.option(
     "--timeout",
