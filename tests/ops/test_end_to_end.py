@@ -159,7 +159,7 @@ def workers() -> Iterator[list[WorkerProcess]]:
 
 
 @pytest.fixture
-async def service_stop() -> AsyncIterator[list[tuple[asyncio.Event, asyncio.Task[None]]]]:
+async def services() -> AsyncIterator[list[tuple[asyncio.Event, asyncio.Task[None]]]]:
     """In-process WorkerServices started by a test, drained at the end whatever happened."""
     running: list[tuple[asyncio.Event, asyncio.Task[None]]] = []
     yield running
@@ -188,7 +188,7 @@ async def start_service(
 
 
 async def test_readiness_flips_when_the_temporal_server_stops_and_comes_back(
-    tmp_path: Path, service_stop: list[tuple[asyncio.Event, asyncio.Task[None]]]
+    tmp_path: Path, services: list[tuple[asyncio.Event, asyncio.Task[None]]]
 ) -> None:
     health_address = f"127.0.0.1:{free_port()}"
     settings = private_server_settings(tmp_path / "home", worker={"health_address": health_address})
@@ -196,7 +196,7 @@ async def test_readiness_flips_when_the_temporal_server_stops_and_comes_back(
     await server.start()
     try:
         client = await connect_client(settings)
-        await start_service(settings, client, service_stop)
+        await start_service(settings, client, services)
 
         report = await until(lambda: status_is(health_address, 200), timeout=30)
         assert report.ready and report.temporal == "connected" and report.polling
@@ -229,11 +229,11 @@ async def test_readiness_flips_when_the_temporal_server_stops_and_comes_back(
         )
         assert (await asyncio.wait_for(handle.result(), 60)).state is RunState.SUCCEEDED
     finally:
-        for stop, _ in service_stop:
+        for stop, _ in services:
             stop.set()
-        for _, task in service_stop:
+        for _, task in services:
             await asyncio.wait_for(task, timeout=60)
-        service_stop.clear()
+        services.clear()
         await server.stop()
 
 
@@ -244,13 +244,13 @@ async def test_metrics_move_by_the_expected_amounts_after_real_runs(
     client: Client,
     settings: Settings,
     run_id: Any,
-    service_stop: list[tuple[asyncio.Event, asyncio.Task[None]]],
+    services: list[tuple[asyncio.Event, asyncio.Task[None]]],
 ) -> None:
     health_address = f"127.0.0.1:{free_port()}"
     settings = settings.model_copy(
         update={"worker": settings.worker.model_copy(update={"health_address": health_address})}
     )
-    await start_service(settings, client, service_stop)
+    await start_service(settings, client, services)
     await until(lambda: status_is(health_address, 200), timeout=30)
     supervisor = Supervisor(client, settings)
     name = f"e2e-metrics-{run_id('x')[-6:]}"
