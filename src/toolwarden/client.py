@@ -16,7 +16,7 @@ import re
 import secrets
 import sys
 from collections.abc import Sequence
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any, NoReturn
 
 from pydantic import JsonValue
@@ -175,6 +175,12 @@ async def ensure_search_attributes(client: Client, namespace: str) -> None:
             raise
 
 
+QUERY_TIMEOUT = timedelta(seconds=15)
+_NO_WORKER_STATUSES = frozenset(
+    {RPCStatusCode.DEADLINE_EXCEEDED, RPCStatusCode.FAILED_PRECONDITION, RPCStatusCode.CANCELLED}
+)
+
+
 def _not_found(exc: BaseException) -> bool:
     return isinstance(exc, RPCError) and exc.status == RPCStatusCode.NOT_FOUND
 
@@ -191,12 +197,11 @@ class RunHandle:
         """The workflow's own status, plus what the live tool last reported by heartbeat."""
         try:
             status, description = await asyncio.gather(
-                self._handle.query(ToolRunWorkflow.status), self._handle.describe()
+                self._handle.query(ToolRunWorkflow.status, rpc_timeout=QUERY_TIMEOUT),
+                self._handle.describe(),
             )
         except RPCError as exc:
-            if _not_found(exc):
-                raise UnknownRun(f"unknown run {self.run_id}") from exc
-            raise
+            raise self._query_error(exc) from exc
         for pending in description.raw_description.pending_activities:
             if pending.heartbeat_details.payloads:
                 (live,) = await self.supervisor.client.data_converter.decode(
@@ -207,11 +212,21 @@ class RunHandle:
 
     async def events(self) -> list[RunEvent]:
         try:
-            return await self._handle.query(ToolRunWorkflow.events)
+            return await self._handle.query(ToolRunWorkflow.events, rpc_timeout=QUERY_TIMEOUT)
         except RPCError as exc:
-            if _not_found(exc):
-                raise UnknownRun(f"unknown run {self.run_id}") from exc
-            raise
+            raise self._query_error(exc) from exc
+
+    def _query_error(self, exc: RPCError) -> Exception:
+        """Queries need a worker; say so in one line instead of a timeout traceback."""
+        if _not_found(exc):
+            return UnknownRun(f"unknown run {self.run_id}")
+        if "poller" in exc.message or exc.status in _NO_WORKER_STATUSES:
+            queue = self.supervisor.settings.temporal.task_queue
+            return SupervisorError(
+                f"no worker answers for run {self.run_id} (task queue '{queue}'): "
+                "start one with `toolwarden worker` or `toolwarden up`"
+            )
+        return exc
 
     async def result(self) -> RunResult:
         """Wait for the run to end; a cancelled run reports `cancelled`, it does not raise."""

@@ -221,3 +221,17 @@ async def test_installed_console_script(settings: Settings, tmp_path: Path) -> N
     )
     assert completed.returncode == 5, completed.stderr
     assert completed.stdout == "hi\n"
+
+
+async def test_show_without_a_worker_is_one_line(
+    settings: Settings, tmp_path: Path, client
+) -> None:
+    lonely = settings.model_copy(
+        update={"temporal": settings.temporal.model_copy(update={"task_queue": "nobody-polls"})}
+    )
+    await Supervisor(client, lonely).start_run(lonely.run_spec(run_id="no-worker-1", argv=["true"]))
+    config = write_config(lonely, tmp_path / "lonely.yaml")
+    result = await invoke(config, "show", "no-worker-1")
+    assert result.exit_code == 1
+    assert "no worker answers for run no-worker-1" in result.stderr
+    assert "Traceback" not in result.output

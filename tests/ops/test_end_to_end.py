@@ -488,10 +488,5 @@ async def test_sigterm_drains_the_worker_and_the_run_moves_to_the_next_one(
         timeout=10,
     )
     assert second.stop() == 0, second.output()
-    if "Traceback" in first.output():
-        pytest.xfail(
-            "a drain logs a WARNING with a traceback for the expected WorkerShutdown error "
-            "(src/toolwarden/activities/tool_run.py: raise it with "
-            "category=ApplicationErrorCategory.BENIGN)"
-        )
+    assert "Traceback" not in first.output(), first.output()
     assert "Traceback" not in second.output(), second.output()

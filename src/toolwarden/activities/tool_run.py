@@ -15,7 +15,7 @@ from typing import Protocol
 
 from temporalio import activity
 from temporalio.client import WorkflowHandle
-from temporalio.exceptions import ApplicationError
+from temporalio.exceptions import ApplicationError, ApplicationErrorCategory
 
 from toolwarden import metrics
 from toolwarden.channel import ToolChannel
@@ -208,7 +208,9 @@ class ToolActivities:
             if activity.is_worker_shutdown():
                 # Not a cancelled run: this worker is draining, so another one relaunches it.
                 raise ApplicationError(
-                    "worker shut down; the tool will be relaunched", type="WorkerShutdown"
+                    "worker shut down; the tool will be relaunched",
+                    type="WorkerShutdown",
+                    category=ApplicationErrorCategory.BENIGN,  # expected: no traceback in logs
                 ) from None
             raise
         finally:
