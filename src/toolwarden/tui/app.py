@@ -133,35 +133,39 @@ class ToolwardenApp(App[None]):
     # -- layout ------------------------------------------------------------------------------
 
     def compose(self) -> ComposeResult:
+        # Kept as attributes: `App.query_one` searches the active screen, which is a dialog
+        # whenever one is open, and the refresh goes on underneath it.
+        self.banner = Static("", id="banner")
+        self.search_box = Input(
+            placeholder="search id, tool, summary… (enter keeps it, escape clears)", id="search"
+        )
+        self.approvals_panel = Vertical(id="approvals-panel", classes="panel")
+        self.approvals_table = ApprovalsTable(id="approvals")
+        self.approvals_empty = Static("Connecting…", id="approvals-empty", classes="empty")
+        self.runs_panel = Vertical(id="runs-panel", classes="panel")
+        self.runs_table = RunsTable(id="runs")
+        self.runs_empty = Static("Connecting…", id="runs-empty", classes="empty")
+        self.details_pane = DetailsPane(id="details")
         yield Header()
-        yield Static("", id="banner")
-        yield Input(placeholder="search id, tool, summary… (enter keeps it, escape clears)",
-                    id="search")
-        with Vertical(id="approvals-panel", classes="panel"):
-            yield ApprovalsTable(id="approvals")
-            yield Static("Connecting…", id="approvals-empty", classes="empty")
+        yield self.banner
+        yield self.search_box
+        with self.approvals_panel:
+            yield self.approvals_table
+            yield self.approvals_empty
         with Horizontal(id="lower"):
-            with Vertical(id="runs-panel", classes="panel"):
-                yield RunsTable(id="runs")
-                yield Static("Connecting…", id="runs-empty", classes="empty")
-            yield DetailsPane(id="details")
+            with self.runs_panel:
+                yield self.runs_table
+                yield self.runs_empty
+            yield self.details_pane
         yield Footer()
-
-    @property
-    def approvals_table(self) -> ApprovalsTable:
-        return self.query_one("#approvals", ApprovalsTable)
-
-    @property
-    def runs_table(self) -> RunsTable:
-        return self.query_one("#runs", RunsTable)
 
     def on_mount(self) -> None:
         self.sub_title = f"{self.settings.temporal.address} · {self.settings.temporal.namespace}"
-        self.query_one("#approvals-panel").border_title = "Pending approvals"
-        self.query_one("#runs-panel").border_title = "Runs"
-        self.query_one("#details").border_title = "Details"
-        self.query_one("#search").display = False
-        self.query_one("#banner").display = False
+        self.approvals_panel.border_title = "Pending approvals"
+        self.runs_panel.border_title = "Runs"
+        self.details_pane.border_title = "Details"
+        self.search_box.display = False
+        self.banner.display = False
         self.approvals_table.focus()
         self.set_interval(self.refresh_seconds, self.tick)
         self.tick()
@@ -209,7 +213,7 @@ class ToolwardenApp(App[None]):
         self.last_ok = time.monotonic()
         self.refreshes += 1
         self.problem = None
-        self.query_one("#banner").display = False
+        self.banner.display = False
         self.render_snapshot()
 
     def load_failed(self, exc: BaseException) -> None:
@@ -228,7 +232,7 @@ class ToolwardenApp(App[None]):
         self.render_banner()
 
     def render_banner(self) -> None:
-        banner = self.query_one("#banner", Static)
+        banner = self.banner
         if self.problem is None:
             banner.display = False
             return
@@ -274,25 +278,25 @@ class ToolwardenApp(App[None]):
         self.runs_table.sync_runs(runs, self.snapshot.statuses, now)
         searching = f" · search “{self.search_text}”" if self.search_text else ""
         total_a, total_r = len(self.snapshot.approvals), len(self.snapshot.runs)
-        self.query_one("#approvals-panel").border_title = (
+        self.approvals_panel.border_title = (
             f"Pending approvals ({len(approvals)}"
             + (f" of {total_a}" if len(approvals) != total_a else "")
             + f"){searching}"
         )
         described = self.run_filter.describe()
-        self.query_one("#runs-panel").border_title = (
+        self.runs_panel.border_title = (
             f"Runs ({len(runs)}" + (f" of {total_r}" if len(runs) != total_r else "") + ")"
             + (f" · {described}" if described else "")
             + searching
         )
-        empty_a = self.query_one("#approvals-empty", Static)
+        empty_a = self.approvals_empty
         empty_a.display = not approvals
         empty_a.update(
             "No pending approvals. When a tool asks, it shows up here."
             if not self.snapshot.approvals
             else "No approval matches the search."
         )
-        empty_r = self.query_one("#runs-empty", Static)
+        empty_r = self.runs_empty
         empty_r.display = not runs
         if self.snapshot.runs:
             empty_r.update("No run matches the search.")
@@ -311,21 +315,25 @@ class ToolwardenApp(App[None]):
         return None
 
     def update_selection(self) -> None:
+        self.selection = self.current_selection()
+        self.render_details()
+
+    def current_selection(self) -> Selection | None:
+        """What the cursor is on now: read from the focused table, not from a message that may
+        still be queued behind the key press that asks for it."""
         table = self.focused_table()
         if table is None:
             # Focus is on the details pane or the search box: keep the last selection.
-            if self.selection is None:
-                table = self.approvals_table if self.approvals_table.row_count else self.runs_table
-            else:
-                self.render_details()
-                return
+            if self.selection is not None:
+                return self.selection
+            table = self.approvals_table if self.approvals_table.row_count else self.runs_table
         key = table.selected_key
-        kind: Literal["approval", "run"] = "approval" if table is self.approvals_table else "run"
-        self.selection = (kind, key) if key else None
-        self.render_details()
+        if key is None:
+            return None
+        return ("approval" if table is self.approvals_table else "run", key)
 
     def render_details(self) -> None:
-        self.query_one("#details", DetailsPane).show(self.details_renderable())
+        self.details_pane.show(self.details_renderable())
 
     def details_renderable(self, selection: Selection | None = None) -> RenderableType:
         selection = selection or self.selection
@@ -352,9 +360,10 @@ class ToolwardenApp(App[None]):
         )
 
     def selected_run_id(self) -> str | None:
-        if self.selection is None:
+        selection = self.current_selection()
+        if selection is None:
             return None
-        kind, key = self.selection
+        kind, key = selection
         if kind == "run":
             return key
         pending = self.find_approval(key)
@@ -362,9 +371,10 @@ class ToolwardenApp(App[None]):
 
     def selected_approval(self) -> PendingApproval | None:
         """The highlighted approval, or the first pending approval of the highlighted run."""
-        if self.selection is None or self.snapshot is None:
+        selection = self.current_selection()
+        if selection is None or self.snapshot is None:
             return None
-        kind, key = self.selection
+        kind, key = selection
         if kind == "approval":
             return self.find_approval(key)
         return next((p for p in self.snapshot.approvals if p.approval.run_id == key), None)
@@ -425,7 +435,7 @@ class ToolwardenApp(App[None]):
         self._decide(False)
 
     def action_details(self) -> None:
-        selection = self.selection
+        selection = self.current_selection()
         if selection is None:
             self.notify("Nothing selected.", severity="warning")
             return
@@ -488,7 +498,7 @@ class ToolwardenApp(App[None]):
         self.push_screen(FilterDialog(self.run_filter, tools), chosen)
 
     def action_search(self) -> None:
-        search = self.query_one("#search", Input)
+        search = self.search_box
         search.display = True
         search.focus()
 
@@ -500,12 +510,12 @@ class ToolwardenApp(App[None]):
     @on(Input.Submitted, "#search")
     def _search_submitted(self) -> None:
         if not self.search_text:
-            self.query_one("#search").display = False
+            self.search_box.display = False
         table = self.approvals_table if self.approvals_table.row_count else self.runs_table
         table.focus()
 
     def action_clear_search(self) -> None:
-        search = self.query_one("#search", Input)
+        search = self.search_box
         if search.display or self.search_text:
             search.value = ""
             search.display = False

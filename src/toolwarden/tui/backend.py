@@ -124,6 +124,8 @@ class Loader:
         run_limit: int = 1000,
         status_budget: int = 48,
         concurrency: int = 16,
+        status_timeout: float = 2.0,
+        retry_after: float = 30.0,
     ) -> None:
         self.supervisor = supervisor
         self.run_limit = run_limit
@@ -131,6 +133,11 @@ class Loader:
         self._semaphore = asyncio.Semaphore(concurrency)
         self.statuses: dict[str, RunStatus] = {}
         self._fetched_at: dict[str, float] = {}
+        self.status_timeout = status_timeout
+        self.retry_after = retry_after
+        # Runs whose status query went unanswered (no worker for them now): skipped for a while,
+        # so one silent run never holds up the whole refresh.
+        self.silent_until: dict[str, float] = {}
 
     async def load(self, run_filter: RunFilter, focus: Iterable[str] = ()) -> Snapshot:
         pending_runs, runs = await asyncio.gather(
@@ -152,10 +159,11 @@ class Loader:
         ]
         approvals.sort(key=lambda p: (p.approval.requested_at, p.approval.approval_id))
         keep = set(pending_ids) | {r.run_id for r in runs} | set(focus)
-        for run_id in list(self.statuses):
+        for run_id in list(self._fetched_at):
             if run_id not in keep:
-                del self.statuses[run_id]
+                self.statuses.pop(run_id, None)
                 self._fetched_at.pop(run_id, None)
+                self.silent_until.pop(run_id, None)
         return Snapshot(approvals=approvals, runs=runs, statuses=dict(self.statuses))
 
     def _plan(
@@ -163,9 +171,14 @@ class Loader:
     ) -> list[str]:
         """Which runs to query now: focus, then unseen pending runs, then the stalest others."""
         wanted: list[str] = list(dict.fromkeys(focus))
+        now = time.monotonic()
         # Every run with a pending approval is queried each tick while there are few of them;
         # past the budget, new ones first and the rest round-robin.
-        unseen_pending = [r for r in pending_ids if r not in self.statuses]
+        unseen_pending = [
+            r
+            for r in pending_ids
+            if r not in self.statuses and self.silent_until.get(r, 0.0) <= now
+        ]
         wanted += unseen_pending
         budget = max(self.status_budget - len(wanted), 0)
         seen_pending = [r for r in pending_ids if r in self.statuses]
@@ -184,7 +197,9 @@ class Loader:
             and self.statuses[r.run_id].state is not r.state
         ]
         candidates = list(dict.fromkeys(seen_pending + changed + live_runs))
-        candidates = [c for c in candidates if c not in wanted]
+        candidates = [
+            c for c in candidates if c not in wanted and self.silent_until.get(c, 0.0) <= now
+        ]
         candidates.sort(key=lambda r: self._fetched_at.get(r, 0.0))
         return wanted + candidates[:budget]
 
@@ -192,11 +207,19 @@ class Loader:
         async def one(run_id: str) -> None:
             async with self._semaphore:
                 try:
-                    status = await self.supervisor.get_run(run_id).status()
+                    status = await asyncio.wait_for(
+                        self.supervisor.get_run(run_id).status(), self.status_timeout
+                    )
+                except TimeoutError:
+                    # Queries need a worker; none answers for this run now. Try it later.
+                    self.silent_until[run_id] = time.monotonic() + self.retry_after
+                    self._fetched_at[run_id] = time.monotonic()
+                    return
                 except Exception as exc:
-                    if is_unavailable(exc):
+                    if is_unavailable(exc) and not isinstance(exc, TimeoutError):
                         raise
                     return  # the run vanished or cannot answer now: keep what we had
+            self.silent_until.pop(run_id, None)
             self.statuses[run_id] = status
             self._fetched_at[run_id] = time.monotonic()
 

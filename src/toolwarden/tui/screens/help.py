@@ -24,7 +24,7 @@ def key_table(bindings: Iterable[BindingType]) -> Table:
     table.add_column("Key", style="bold cyan", no_wrap=True)
     table.add_column("Does")
     for binding in bindings:
-        if not isinstance(binding, Binding) or not binding.description:
+        if not isinstance(binding, Binding) or not binding.description or not binding.show:
             continue
         key = binding.key_display or binding.key
         table.add_row(key, binding.tooltip or binding.description)

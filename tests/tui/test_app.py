@@ -1,0 +1,365 @@
+"""The TUI against the real dev server: approve, reject, cancel, races, reconnecting."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+
+from textual.pilot import Pilot
+from textual.widgets import Button, Input, Static
+
+from tests.conftest import eventually, free_port, make_settings, tool
+from toolwarden.client import RunHandle, Supervisor, Unavailable
+from toolwarden.config import Settings
+from toolwarden.models import ApprovalState, RunState
+from toolwarden.tui.app import ToolwardenApp, make_app
+from toolwarden.tui.backend import SupervisorAPI
+from toolwarden.tui.screens.decision import DecisionDialog
+from toolwarden.tui.screens.dialogs import CancelDialog
+
+SIZE = (140, 40)
+REFRESH = 0.5
+
+
+def app_for(supervisor: Supervisor, settings: Settings) -> ToolwardenApp:
+    async def factory() -> SupervisorAPI:
+        return supervisor
+
+    return make_app(factory, settings, approver="alice", refresh_seconds=REFRESH)
+
+
+async def start_asking(
+    supervisor: Supervisor, settings: Settings, run_id: str, *extra: str
+) -> RunHandle:
+    spec = settings.run_spec(
+        run_id=run_id, argv=[*tool("approval_tool.py"), "deploy", "Deploy to prod", *extra]
+    )
+    return await supervisor.start_run(spec)
+
+
+async def until(pilot: Pilot[None], check: Callable[[], object], timeout: float = 20) -> None:
+    async def probe() -> bool:
+        await pilot.pause()
+        return bool(check())
+
+    await eventually(probe, timeout=timeout)
+
+
+async def type_into(pilot: Pilot[None], selector: str, text: str) -> None:
+    """Type into an input of the active screen (one key press, then the rest set at once:
+    pressing keys one by one is slow under coverage and tests nothing more)."""
+    field = pilot.app.screen.query_one(selector, Input)
+    field.focus()
+    await pilot.press(text[0])
+    field.value = text
+    field.cursor_position = len(text)
+    await pilot.pause()
+
+
+def approval_ids(app: ToolwardenApp) -> list[str]:
+    return list(app.approvals_table.order)
+
+
+def stdout_of(settings: Settings, run_id: str) -> str:
+    return "".join(
+        p.read_text() for p in sorted((settings.logs_dir / run_id).glob("*.stdout.log"))
+    )
+
+
+async def test_empty_state(supervisor: Supervisor, settings: Settings) -> None:
+    app = app_for(supervisor, settings)
+    async with app.run_test(size=SIZE) as pilot:
+        await until(pilot, lambda: app.snapshot is not None)
+        assert app.approvals_table.row_count == 0
+        # Other tests' runs share the server but not the task queue; the approvals panel may
+        # show theirs, so the empty state is checked on what this app was given.
+        empty = app.query_one("#approvals-empty", Static)
+        if not app.snapshot or not app.snapshot.approvals:
+            assert empty.display
+            assert "No pending approvals" in str(empty.render())
+        assert not app.query_one("#banner").display
+
+
+async def test_approve_from_the_tui(
+    supervisor: Supervisor, settings: Settings, worker: None, run_id: Callable[[str], str]
+) -> None:
+    rid = run_id("tui-approve")
+    handle = await start_asking(supervisor, settings, rid, "--details", '{"env": "prod"}')
+    app = app_for(supervisor, settings)
+    async with app.run_test(size=SIZE) as pilot:
+        await until(pilot, lambda: f"{rid}/deploy" in approval_ids(app))
+        app.approvals_table.move_cursor(row=approval_ids(app).index(f"{rid}/deploy"))
+        await until(pilot, lambda: app.selection == ("approval", f"{rid}/deploy"))
+        await pilot.press("a")
+        await until(pilot, lambda: isinstance(app.screen, DecisionDialog))
+        await type_into(pilot, "#reason", "looks good")
+        await pilot.press("tab")
+        await type_into(pilot, "#response", '{"ticket": "OPS-1"}')
+        await pilot.press("enter")
+        await until(pilot, lambda: not isinstance(app.screen, DecisionDialog))
+        result = await handle.result()
+        assert result.state is RunState.SUCCEEDED
+        await until(pilot, lambda: f"{rid}/deploy" not in approval_ids(app))
+        await until(
+            pilot,
+            lambda: app.snapshot is not None
+            and any(r.run_id == rid and r.state is RunState.SUCCEEDED for r in app.snapshot.runs),
+        )
+    out = stdout_of(settings, rid)
+    decision = json.loads(out.split("DECISION ", 1)[1].splitlines()[0])
+    assert decision["approved"] is True
+    assert decision["by"] == "alice"
+    assert decision["reason"] == "looks good"
+    assert decision["response"] == {"ticket": "OPS-1"}
+
+
+async def test_reject_requires_a_reason(
+    supervisor: Supervisor, settings: Settings, worker: None, run_id: Callable[[str], str]
+) -> None:
+    rid = run_id("tui-reject")
+    handle = await start_asking(supervisor, settings, rid)
+    app = app_for(supervisor, settings)
+    async with app.run_test(size=SIZE) as pilot:
+        await until(pilot, lambda: f"{rid}/deploy" in approval_ids(app))
+        app.approvals_table.move_cursor(row=approval_ids(app).index(f"{rid}/deploy"))
+        await until(pilot, lambda: app.selection == ("approval", f"{rid}/deploy"))
+        await pilot.press("r")
+        await until(pilot, lambda: isinstance(app.screen, DecisionDialog))
+        await pilot.press("enter")  # no reason: refused in the dialog
+        dialog = app.screen
+        assert isinstance(dialog, DecisionDialog)
+        assert "reason is required" in str(dialog.query_one("#dialog-error", Static).render())
+        await type_into(pilot, "#reason", "not today")
+        await pilot.press("enter")
+        await until(pilot, lambda: not isinstance(app.screen, DecisionDialog))
+        result = await handle.result()
+    assert result.state is not RunState.SUCCEEDED  # the tool was told no and exited 1
+    status = await handle.status()
+    record = status.approvals[0]
+    assert record.state is ApprovalState.REJECTED
+    assert record.reason == "not today"
+    assert record.decided_by == "alice"
+    assert '"approved": false' in stdout_of(settings, rid)
+
+
+async def test_decision_elsewhere_is_reported_in_the_dialog(
+    supervisor: Supervisor, settings: Settings, worker: None, run_id: Callable[[str], str]
+) -> None:
+    rid = run_id("tui-race")
+    handle = await start_asking(supervisor, settings, rid)
+    app = app_for(supervisor, settings)
+    async with app.run_test(size=SIZE) as pilot:
+        await until(pilot, lambda: f"{rid}/deploy" in approval_ids(app))
+        app.approvals_table.move_cursor(row=approval_ids(app).index(f"{rid}/deploy"))
+        await until(pilot, lambda: app.selection == ("approval", f"{rid}/deploy"))
+        await pilot.press("a")
+        await until(pilot, lambda: isinstance(app.screen, DecisionDialog))
+        dialog = app.screen
+        assert isinstance(dialog, DecisionDialog)
+        # Someone else rejects from the CLI while the dialog is open.
+        elsewhere = await supervisor.decide(
+            f"{rid}/deploy", approve=False, by="bob", reason="freeze"
+        )
+        assert elsewhere.took_effect
+
+        def reported() -> bool:
+            text = str(dialog.query_one("#dialog-state", Static).render())
+            return "rejected by bob" in text
+
+        await until(pilot, reported)
+        assert dialog.query_one("#confirm", Button).disabled
+        await pilot.press("enter")  # closes; nothing is sent
+        await until(pilot, lambda: not isinstance(app.screen, DecisionDialog))
+    await handle.result()
+    status = await handle.status()
+    assert status.approvals[0].decided_by == "bob"
+
+
+async def test_decision_race_reported_by_decide_result(
+    supervisor: Supervisor, settings: Settings, worker: None, run_id: Callable[[str], str]
+) -> None:
+    """Even when the dialog's poll has not seen it yet, the update's answer is shown."""
+    rid = run_id("tui-race2")
+    handle = await start_asking(supervisor, settings, rid)
+    app = app_for(supervisor, settings)
+    async with app.run_test(size=SIZE) as pilot:
+        await until(pilot, lambda: f"{rid}/deploy" in approval_ids(app))
+        app.approvals_table.move_cursor(row=approval_ids(app).index(f"{rid}/deploy"))
+        await until(pilot, lambda: app.selection == ("approval", f"{rid}/deploy"))
+        await pilot.press("a")
+        await until(pilot, lambda: isinstance(app.screen, DecisionDialog))
+        dialog = app.screen
+        assert isinstance(dialog, DecisionDialog)
+        dialog.closed_state = None
+        await supervisor.decide(f"{rid}/deploy", approve=True, by="carol")
+        dialog.submitting = False
+        # Confirm at once, before the poll notices: the decide update answers "already".
+        dialog.action_confirm()
+
+        def reported() -> bool:
+            text = str(dialog.query_one("#dialog-state", Static).render())
+            return "approved by carol" in text
+
+        await until(pilot, reported)
+        await pilot.press("escape")
+    await handle.result()
+
+
+async def test_cancel_a_run(
+    supervisor: Supervisor, settings: Settings, worker: None, run_id: Callable[[str], str]
+) -> None:
+    rid = run_id("tui-cancel")
+    handle = await start_asking(supervisor, settings, rid)
+    app = app_for(supervisor, settings)
+    async with app.run_test(size=SIZE) as pilot:
+        await until(pilot, lambda: rid in app.runs_table.order)
+        app.runs_table.focus()
+        app.runs_table.move_cursor(row=app.runs_table.order.index(rid))
+        await until(pilot, lambda: app.selection == ("run", rid))
+        await pilot.press("c")
+        await until(pilot, lambda: isinstance(app.screen, CancelDialog))
+        await type_into(pilot, "#reason", "wrong branch")
+        await pilot.press("enter")
+        result = await handle.result()
+        assert result.state is RunState.CANCELLED
+        await until(
+            pilot,
+            lambda: app.snapshot is not None
+            and any(r.run_id == rid and r.state is RunState.CANCELLED for r in app.snapshot.runs),
+        )
+
+
+async def test_server_gone_and_back(
+    tmp_path: Path, supervisor: Supervisor, settings: Settings
+) -> None:
+    closed = make_settings(tmp_path / "closed", f"127.0.0.1:{free_port()}")
+    back = False
+    calls = 0
+
+    async def factory() -> SupervisorAPI:
+        nonlocal calls
+        calls += 1
+        if not back:
+            return await Supervisor.connect(closed)  # nobody listens: Unavailable
+        return supervisor
+
+    app = make_app(factory, settings, approver="alice", refresh_seconds=REFRESH)
+    async with app.run_test(size=SIZE) as pilot:
+        banner = app.query_one("#banner", Static)
+        await until(pilot, lambda: banner.display)
+        assert "unavailable" in str(banner.render())
+        await until(pilot, lambda: calls >= 2)  # it keeps trying by itself
+        back = True
+        await until(pilot, lambda: not banner.display and app.snapshot is not None)
+
+
+async def test_supervisor_that_fails_is_replaced(
+    supervisor: Supervisor, settings: Settings
+) -> None:
+    """A connected supervisor whose calls start failing: banner, then a fresh connection."""
+
+    class Broken:
+        def __init__(self) -> None:
+            self.settings = settings
+
+        def __getattr__(self, name: str) -> Callable[..., Awaitable[None]]:
+            async def fail(*args: object, **kwargs: object) -> None:
+                raise Unavailable("connection refused")
+
+            return fail
+
+    made: list[object] = []
+
+    async def factory() -> SupervisorAPI:
+        made.append(object())
+        if len(made) == 1:
+            return Broken()  # type: ignore[return-value]
+        return supervisor
+
+    app = make_app(factory, settings, approver="alice", refresh_seconds=REFRESH)
+    async with app.run_test(size=SIZE) as pilot:
+        banner = app.query_one("#banner", Static)
+        await until(pilot, lambda: banner.display)
+        await until(pilot, lambda: len(made) >= 2 and not banner.display)
+
+
+async def test_keys_open_and_close_screens(
+    supervisor: Supervisor, settings: Settings, worker: None, run_id: Callable[[str], str]
+) -> None:
+    rid = run_id("tui-keys")
+    handle = await start_asking(supervisor, settings, rid)
+    app = app_for(supervisor, settings)
+    async with app.run_test(size=SIZE) as pilot:
+        await until(pilot, lambda: rid in app.runs_table.order)
+        app.runs_table.focus()
+        app.runs_table.move_cursor(row=app.runs_table.order.index(rid))
+        await until(pilot, lambda: app.selection == ("run", rid))
+        # Log view: shows the tool's output from the log files.
+        await pilot.press("l")
+        from textual.widgets import Log
+
+        from toolwarden.tui.screens.log import LogScreen
+
+        await until(pilot, lambda: isinstance(app.screen, LogScreen))
+        log = app.screen.query_one(Log)
+        await until(pilot, lambda: any("asking deploy" in line for line in log.lines))
+        await pilot.press("escape")
+        # Web UI address.
+        await pilot.press("o")
+        from toolwarden.tui.screens.dialogs import FilterDialog, WebUIDialog
+
+        await until(pilot, lambda: isinstance(app.screen, WebUIDialog))
+        assert rid in str(app.screen.query_one("#url", Static).render())
+        await pilot.press("escape")
+        # Help lists every key.
+        await pilot.press("question_mark")
+        from toolwarden.tui.screens.help import HelpScreen
+
+        await until(pilot, lambda: isinstance(app.screen, HelpScreen))
+        await pilot.press("escape")
+        # Filter by a tool no run has: the runs panel empties, then clears.
+        await pilot.press("f")
+        await until(pilot, lambda: isinstance(app.screen, FilterDialog))
+        await type_into(pilot, "#tool", "no-such-tool")
+        await pilot.press("enter")
+        await until(pilot, lambda: app.runs_table.row_count == 0 and app.refreshes > 0)
+        await until(pilot, lambda: app.query_one("#runs-empty", Static).display)
+        await pilot.press("f")
+        await until(pilot, lambda: isinstance(app.screen, FilterDialog))
+        app.screen.query_one("#tool", Input).value = ""
+        await pilot.press("enter")
+        await until(pilot, lambda: rid in app.runs_table.order)
+        # Search narrows both panels.
+        await pilot.press("slash")
+        await type_into(pilot, "#search", rid)
+        await until(pilot, lambda: app.runs_table.order == [rid])
+        await pilot.press("escape")
+        await until(pilot, lambda: not app.search_text)
+        # Details screen.
+        app.runs_table.focus()
+        app.runs_table.move_cursor(row=app.runs_table.order.index(rid))
+        await pilot.press("enter")
+        from toolwarden.tui.screens.details import DetailsScreen
+
+        await until(pilot, lambda: isinstance(app.screen, DetailsScreen))
+        await pilot.press("escape")
+        await handle.cancel()
+        await pilot.press("q")
+
+
+async def test_keys_without_selection_warn(tmp_path: Path) -> None:
+    from tests.tui.fakes import empty, fixed_clock
+
+    sup = empty(tmp_path)
+
+    async def factory() -> SupervisorAPI:
+        return sup
+
+    app = make_app(factory, sup.settings, clock=fixed_clock, approver="alice")
+    async with app.run_test(size=SIZE) as pilot:
+        await until(pilot, lambda: app.snapshot is not None)
+        for count, key in enumerate(["a", "r", "c", "l", "o"], start=1):
+            await pilot.press(key)
+            await until(pilot, lambda count=count: len(app._notifications) >= count)
+            assert app.screen is app.screen_stack[0]  # no dialog opened on nothing
