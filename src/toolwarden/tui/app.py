@@ -24,6 +24,7 @@ from textual.app import App, ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal, Vertical
 from textual.events import DescendantFocus
+from textual.notifications import SeverityLevel
 from textual.widgets import DataTable, Footer, Header, Input, Static
 
 from toolwarden.config import Settings
@@ -408,7 +409,7 @@ class ToolwardenApp(App[None]):
     def _decide(self, approve: bool) -> None:
         pending = self.selected_approval()
         if pending is None:
-            self.notify("Select a pending approval first.", severity="warning")
+            self.say("Select a pending approval first.", severity="warning")
             return
         self.push_screen(
             DecisionDialog(pending, approve=approve, context=self.decision_context()),
@@ -420,7 +421,7 @@ class ToolwardenApp(App[None]):
             return
         a = result.approval
         if result.took_effect:
-            self.notify(f"{a.approval_id} {a.state.value} by {a.decided_by}")
+            self.say(f"{a.approval_id} {a.state.value} by {a.decided_by}")
             if self.snapshot is not None:  # show it gone now; the next load confirms
                 self.snapshot.approvals = [
                     p for p in self.snapshot.approvals if p.approval.approval_id != a.approval_id
@@ -437,7 +438,7 @@ class ToolwardenApp(App[None]):
     def action_details(self) -> None:
         selection = self.current_selection()
         if selection is None:
-            self.notify("Nothing selected.", severity="warning")
+            self.say("Nothing selected.", severity="warning")
             return
         self.push_screen(
             DetailsScreen(f"{selection[0]} {selection[1]}",
@@ -447,7 +448,7 @@ class ToolwardenApp(App[None]):
     def action_logs(self) -> None:
         run_id = self.selected_run_id()
         if run_id is None:
-            self.notify("Select a run first.", severity="warning")
+            self.say("Select a run first.", severity="warning")
             return
         self.push_screen(
             LogScreen(run_id, self.settings.logs_dir / run_id, lambda: self.supervisor)
@@ -456,11 +457,11 @@ class ToolwardenApp(App[None]):
     def action_cancel_run(self) -> None:
         run_id = self.selected_run_id()
         if run_id is None:
-            self.notify("Select a run first.", severity="warning")
+            self.say("Select a run first.", severity="warning")
             return
         status = self.run_status(run_id)
         if status is not None and status.state.terminal:
-            self.notify(f"{run_id} has already ended ({status.state.value}).", severity="warning")
+            self.say(f"{run_id} has already ended ({status.state.value}).", severity="warning")
             return
         tool = status.tool_name if status else "?"
 
@@ -474,14 +475,14 @@ class ToolwardenApp(App[None]):
     async def cancel_run(self, run_id: str, reason: str | None) -> None:
         supervisor = self.supervisor
         if supervisor is None:
-            self.notify("Not connected to Temporal; try again.", severity="error")
+            self.say("Not connected to Temporal; try again.", severity="error")
             return
         try:
             await supervisor.get_run(run_id).cancel(reason or "cancelled from the TUI")
         except Exception as exc:
-            self.notify(f"Could not cancel {run_id}: {describe_error(exc)}", severity="error")
+            self.say(f"Could not cancel {run_id}: {describe_error(exc)}", severity="error")
             return
-        self.notify(f"Cancelling {run_id}…")
+        self.say(f"Cancelling {run_id}…")
         self.refresh_now()
 
     def action_filter(self) -> None:
@@ -532,13 +533,17 @@ class ToolwardenApp(App[None]):
     def action_web_ui(self) -> None:
         run_id = self.selected_run_id()
         if run_id is None:
-            self.notify("Select a run first.", severity="warning")
+            self.say("Select a run first.", severity="warning")
             return
         url = self.web_ui_url(run_id)
         # A terminal without clipboard support still shows the address.
         with contextlib.suppress(Exception):
             self.copy_to_clipboard(url)
         self.push_screen(WebUIDialog(url, can_open=browser_available()))
+
+    def say(self, message: str, severity: SeverityLevel = "information") -> None:
+        """A toast; never markup (run ids, errors and summaries may contain brackets)."""
+        self.notify(message, severity=severity, markup=False)
 
     def action_help(self) -> None:
         self.push_screen(HelpScreen(self.BINDINGS))

@@ -77,7 +77,7 @@ class FilterDialog(ModalScreen[RunFilter | None]):
                 allow_blank=False,
                 id="state",
             )
-            yield Label("Tool" + (f" (seen: {', '.join(self.tools[:6])})" if self.tools else ""))
+            yield Label(Text("Tool" + (f" (seen: {', '.join(self.tools[:6])})" if self.tools else "")))
             yield Input(value=self.current.tool or "", placeholder="any tool", id="tool")
             with Horizontal(id="dialog-buttons"):
                 yield Button("Apply", id="apply", variant="primary")
@@ -142,7 +142,7 @@ class WebUIDialog(ModalScreen[None]):
             try:
                 webbrowser.open(self.url)
             except Exception as exc:  # a broken browser setup must not take the TUI down
-                self.notify(f"could not open a browser: {exc}", severity="error")
+                self.notify(f"could not open a browser: {exc}", severity="error", markup=False)
         self.dismiss(None)
 
     @on(Button.Pressed, "#back")

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from pathlib import Path
 
+from rich.text import Text
 from textual import work
 from textual.app import ComposeResult
 from textual.binding import Binding
@@ -72,7 +73,7 @@ class LogScreen(Screen[None]):
                 log.auto_scroll = self.follow
                 log.write_lines(lines)
         except Exception as exc:
-            self.query_one("#log-title", Static).update(f"Log of {self.run_id}: {exc}")
+            self.query_one("#log-title", Static).update(Text(f"Log of {self.run_id}: {exc}"))
         finally:
             self._busy = False
 

@@ -117,11 +117,12 @@ class ApprovalsTable(KeyedTable):
 
 def approval_cells(p: PendingApproval, now: datetime) -> Cells:
     a = p.approval
+    # Plain strings in a DataTable are parsed as markup; tool-given text must not be.
     return (
-        a.approval_id,
-        clip(p.tool_name, 12),
-        clip(a.summary, 44),
-        ago(a.requested_at, now),
+        Text(a.approval_id),
+        Text(clip(p.tool_name, 12)),
+        Text(clip(a.summary, 44)),
+        Text(ago(a.requested_at, now)),
         countdown(a.expires_at, now),
     )
 
@@ -152,11 +153,11 @@ def run_cells(run: RunSummary, status: RunStatus | None, now: datetime) -> Cells
     if progress is None and status is not None and status.last_attempt is not None:
         progress = status.last_attempt.progress
     return (
-        run.run_id,
+        Text(run.run_id),
         state_text(state, run.status),
-        clip(run.tool_name or (status.tool_name if status else "?"), 10),
-        str(status.attempt) if status is not None else "…",
-        coarse_ago(run.started_at, now),
-        beat,
-        progress_bar(progress, 6),
+        Text(clip(run.tool_name or (status.tool_name if status else "?"), 10)),
+        Text(str(status.attempt) if status is not None else "…"),
+        Text(coarse_ago(run.started_at, now)),
+        Text(beat),
+        Text(progress_bar(progress, 6)),
     )
