@@ -42,6 +42,7 @@ from common import (
     new_queue,
     other_load,
     percentile,
+    use_bytecode_cache,
     wait_for,
 )
 from temporalio.api.enums.v1 import EventType
@@ -267,6 +268,7 @@ def report(results: Results, samples: int) -> None:
 async def main(args: argparse.Namespace) -> None:
     print(f"bench/approvals.py  {machine_line()}")
     print(f"busy before the bench: {other_load()}")
+    print(f"bytecode cache: {'yes' if args.bytecode_cache else 'no (every import compiles)'}")
     started = time.monotonic()
     async with bench_server() as server:
         settings = server.settings(new_queue("approvals"))
@@ -296,6 +298,11 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     parser.add_argument("--samples", type=int, default=50, help="approvals per decider")
     parser.add_argument("--batch", type=int, default=6, help="runs started ahead at a time")
+    parser.add_argument(
+        "--no-bytecode-cache",
+        action="store_true",
+        help="keep PYTHONDONTWRITEBYTECODE as set (default: re-run with a .pyc cache)",
+    )
     args = parser.parse_args(argv)
     if args.samples < 1 or args.batch < 1:
         parser.error("--samples and --batch must be >= 1")
@@ -303,4 +310,6 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
 
 
 if __name__ == "__main__":
-    asyncio.run(main(parse_args(sys.argv[1:])))
+    arguments = parse_args(sys.argv[1:])
+    arguments.bytecode_cache = use_bytecode_cache(sys.argv[1:])
+    asyncio.run(main(arguments))

@@ -26,10 +26,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import psutil
 from temporalio.client import Client
 from temporalio.worker import Worker
 
-from toolwarden.client import connect_client, ensure_search_attributes
+from toolwarden.client import Unavailable, connect_client, ensure_search_attributes
 from toolwarden.config import (
     MirrorSettings,
     ServerSettings,
@@ -42,6 +43,28 @@ from toolwarden.worker.runner import build_worker
 
 BENCH_DIR = Path(__file__).resolve().parent
 BIN_DIR = Path(sys.executable).parent
+
+
+BYTECODE_CACHE = Path(tempfile.gettempdir()) / "toolwarden-bench-pycache"
+
+
+def use_bytecode_cache(argv: list[str]) -> bool:
+    """Re-exec this bench with a bytecode cache if the environment forbids writing one.
+
+    With PYTHONDONTWRITEBYTECODE=1 (as in some dev shells) an editable install has no .pyc for
+    toolwarden's own modules, so every console script compiles them again and the workflow
+    sandbox compiles the workflow module for every new workflow. An installed toolwarden (pip
+    writes .pyc at install) never pays that, so by default the bench measures with a cache
+    (PYTHONPYCACHEPREFIX, outside the source tree); `--no-bytecode-cache` measures as is.
+    Returns whether a cache is in use.
+    """
+    if "--no-bytecode-cache" in argv:
+        return not os.environ.get("PYTHONDONTWRITEBYTECODE")
+    if not os.environ.get("PYTHONDONTWRITEBYTECODE"):
+        return True
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"}
+    env.setdefault("PYTHONPYCACHEPREFIX", str(BYTECODE_CACHE))
+    os.execve(sys.executable, [sys.executable, *sys.argv], env)
 
 
 def free_port() -> int:
@@ -110,6 +133,18 @@ class BenchServer:
         return subprocess_env(settings, self.home / "config")
 
 
+async def connect(settings: Settings, timeout: float = 60.0) -> Client:
+    """Connect, retrying while a just-started server (on a loaded machine) warms up."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            return await connect_client(settings)
+        except Unavailable:
+            if time.monotonic() > deadline:
+                raise
+            await asyncio.sleep(0.5)
+
+
 @contextlib.asynccontextmanager
 async def bench_server(keep: bool = False) -> AsyncIterator[BenchServer]:
     """Start `temporal server start-dev` on free ports with a temp SQLite db (WAL, NORMAL)."""
@@ -125,13 +160,36 @@ async def bench_server(keep: bool = False) -> AsyncIterator[BenchServer]:
     await server.start()
     try:
         address = server.address
-        client = await connect_client(bench_settings(home / "data", address, "unused"))
+        client = await connect(bench_settings(home / "data", address, "unused"))
         await ensure_search_attributes(client, "default")
         yield BenchServer(home=home, address=address, client=client, server=server)
     finally:
         await server.stop()
         if not keep:
             shutil.rmtree(home, ignore_errors=True)
+
+
+class CpuMeter:
+    """CPU seconds (user + system) spent by this process and by the dev server since `start`."""
+
+    def __init__(self, server: BenchServer) -> None:
+        process = server.server.process
+        self._me = psutil.Process()
+        self._server = psutil.Process(process.pid) if process is not None else None
+        self._start = self._now()
+
+    def _now(self) -> tuple[float, float]:
+        mine = self._me.cpu_times()
+        theirs = self._server.cpu_times() if self._server is not None else None
+        return (
+            mine.user + mine.system,
+            theirs.user + theirs.system if theirs is not None else 0.0,
+        )
+
+    def read(self) -> tuple[float, float]:
+        """(this process, the server) CPU seconds since the meter was made."""
+        now = self._now()
+        return now[0] - self._start[0], now[1] - self._start[1]
 
 
 def toolwarden_worker(client: Client, settings: Settings) -> Worker:

@@ -28,6 +28,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import logging
 import shutil
 import sqlite3
 import statistics
@@ -47,6 +48,7 @@ import psutil
 import psycopg
 from common import BenchServer, bench_server, load_average, machine_line, new_queue, other_load, percentile
 from sqlalchemy import Engine, event
+from temporalio.runtime import LogForwardingConfig, LoggingConfig, Runtime, TelemetryConfig, TelemetryFilter
 
 from toolwarden.client import Supervisor
 from toolwarden.config import MirrorSettings, Settings
@@ -139,6 +141,43 @@ class CommitCounter:
     def close(self) -> None:
         event.remove(Engine, "begin", self._on_begin)
         event.remove(Engine, "commit", self._on_commit)
+
+
+class SdkWarnings(logging.Handler):
+    """Counts the SDK core's warnings instead of printing them: under overload it reports
+    workflow tasks slower than 5 s (TMPRL1104) and tasks that timed out before completion."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.WARNING)
+        self.slow_tasks = 0
+        self.timed_out_tasks = 0
+        self.other = 0
+
+    def emit(self, record: logging.LogRecord) -> None:
+        text = record.getMessage()
+        if "TMPRL1104" in text:
+            self.slow_tasks += 1
+        elif "Task not found" in text:
+            self.timed_out_tasks += 1
+        else:
+            self.other += 1
+
+    def snapshot(self) -> tuple[int, int]:
+        return self.slow_tasks, self.timed_out_tasks
+
+
+def install_sdk_log_counter() -> SdkWarnings:
+    counter = SdkWarnings()
+    logger = logging.getLogger("bench.sdk")
+    logger.propagate = False
+    logger.addHandler(counter)
+    logger.setLevel(logging.WARNING)
+    logging_config = LoggingConfig(
+        filter=TelemetryFilter(core_level="WARN", other_level="ERROR"),
+        forwarding=LogForwardingConfig(logger=logger),
+    )
+    Runtime.set_default(Runtime(telemetry=TelemetryConfig(logging=logging_config)), error_if_already_set=True)
+    return counter
 
 
 def writer_thread_cpu() -> float:
@@ -385,6 +424,8 @@ class Batch:
     cpu_server: float
     catch_up: float | None
     max_backlog: int
+    slow_tasks: int
+    timed_out_tasks: int
 
 
 async def mirror_rows(db: Database, stem: str) -> int:
@@ -401,7 +442,7 @@ async def mirror_rows(db: Database, stem: str) -> int:
     return await asyncio.to_thread(count)
 
 
-async def batch(server: BenchServer, mode: Mode, n: int) -> Batch:
+async def batch(server: BenchServer, mode: Mode, n: int, sdk: SdkWarnings) -> Batch:
     supervisor = Supervisor(server.client, mode.settings)
     stem = f"e2e-{mode.name}-{uuid.uuid4().hex[:6]}"
     me = psutil.Process()
@@ -426,6 +467,7 @@ async def batch(server: BenchServer, mode: Mode, n: int) -> Batch:
             await asyncio.sleep(0.1)
 
     watcher = asyncio.create_task(watch())
+    w0 = sdk.snapshot()
     c0 = cpu_pair()
     started = time.monotonic()
     results = await asyncio.wait_for(asyncio.gather(*(one(i) for i in range(n))), BATCH_TIMEOUT)
@@ -442,10 +484,13 @@ async def batch(server: BenchServer, mode: Mode, n: int) -> Batch:
         catch_up = time.monotonic() - started - wall
     done.set()
     await watcher
-    return Batch(wall, failures, c1[0] - c0[0], c1[1] - c0[1], catch_up, max_backlog)
+    w1 = sdk.snapshot()
+    return Batch(
+        wall, failures, c1[0] - c0[0], c1[1] - c0[1], catch_up, max_backlog, w1[0] - w0[0], w1[1] - w0[1]
+    )
 
 
-async def end_to_end(args: argparse.Namespace, workdir: Path) -> None:
+async def end_to_end(args: argparse.Namespace, workdir: Path, sdk: SdkWarnings) -> None:
     async with bench_server() as server, contextlib.AsyncExitStack() as stack:
         modes: list[Mode] = []
         for name in ["off", *args.backends]:
@@ -466,13 +511,13 @@ async def end_to_end(args: argparse.Namespace, workdir: Path) -> None:
             await stack.enter_async_context(build_worker(server.client, settings, mirror=writer))
             modes.append(Mode(name, settings, writer, db))
         for mode in modes:  # warm-up: sandbox imports, cold caches, first connections
-            await batch(server, mode, min(20, args.n))
+            await batch(server, mode, min(20, args.n), sdk)
         for round_no in range(args.rounds):
             order = modes[round_no % len(modes) :] + modes[: round_no % len(modes)]
             line = []
             for mode in order:
                 load = load_average()
-                result = await batch(server, mode, args.n)
+                result = await batch(server, mode, args.n, sdk)
                 mode.rates.append(args.n / result.wall)
                 extra = ""
                 if result.catch_up is not None:
@@ -480,7 +525,7 @@ async def end_to_end(args: argparse.Namespace, workdir: Path) -> None:
                 line.append(
                     f"    {mode.name:<10} {args.n / result.wall:6.1f} runs/s ({result.wall:.2f} s; CPU "
                     f"worker+client {result.cpu_self:.1f} s, server {result.cpu_server:.1f} s{extra}; "
-                    f"load {load})"
+                    f"workflow tasks > 5 s: {result.slow_tasks}, timed out: {result.timed_out_tasks}; load {load})"
                 )
                 for failure in result.failures[:5]:
                     line.append(f"      not succeeded: {failure}")
@@ -501,6 +546,7 @@ async def end_to_end(args: argparse.Namespace, workdir: Path) -> None:
 
 
 async def main(args: argparse.Namespace) -> None:
+    sdk = install_sdk_log_counter()
     print(f"bench/mirror.py  {machine_line()}")
     print(f"busy before the bench: {other_load()}")
     workdir = Path(tempfile.mkdtemp(prefix="toolwarden-bench-mirror-"))
@@ -513,7 +559,7 @@ async def main(args: argparse.Namespace) -> None:
                     await asyncio.to_thread(writer_bench, db, args.runs, args.seconds, args.interval, commits)
         if not args.skip_e2e:
             print(f"(b) end to end: {args.n} concurrent supervised runs, mirror off vs on")
-            await end_to_end(args, workdir)
+            await end_to_end(args, workdir, sdk)
     finally:
         commits.close()
         shutil.rmtree(workdir, ignore_errors=True)

@@ -30,6 +30,7 @@ import psutil
 from bare_workflow import BareRunWorkflow, bare_worker
 from common import (
     BenchServer,
+    CpuMeter,
     bench_server,
     console_script,
     load_average,
@@ -38,6 +39,7 @@ from common import (
     ms,
     new_queue,
     other_load,
+    use_bytecode_cache,
 )
 
 from toolwarden.activities.tool_run import ToolActivities
@@ -56,6 +58,14 @@ class Batch:
     n: int
     wall: float
     failures: list[str]
+    cpu_here: float = 0.0  # CPU seconds of this process (worker, client, tools' spawning)
+    cpu_server: float = 0.0  # CPU seconds of the dev server
+
+    def cpu(self) -> str:
+        return (
+            f"CPU/run: here {self.cpu_here / self.n * 1000:.1f} ms, "
+            f"server {self.cpu_server / self.n * 1000:.1f} ms"
+        )
 
     @property
     def rate(self) -> float:
@@ -66,7 +76,7 @@ def tag() -> str:
     return uuid.uuid4().hex[:6]
 
 
-async def supervised_batch(supervisor: Supervisor, settings: Settings, n: int) -> Batch:
+async def supervised_batch(server: BenchServer, supervisor: Supervisor, settings: Settings, n: int) -> Batch:
     stem = f"bench-true-{tag()}"
 
     async def one(i: int) -> RunResult:
@@ -74,11 +84,12 @@ async def supervised_batch(supervisor: Supervisor, settings: Settings, n: int) -
         handle = await supervisor.start_run(spec)
         return await handle.result()
 
+    meter = CpuMeter(server)
     started = time.monotonic()
     results = await asyncio.wait_for(asyncio.gather(*(one(i) for i in range(n))), BATCH_TIMEOUT)
     wall = time.monotonic() - started
     failures = [f"{r.run_id}: {r.state.value}" for r in results if r.state is not RunState.SUCCEEDED]
-    return Batch(n, wall, failures)
+    return Batch(n, wall, failures, *meter.read())
 
 
 async def bare_batch(server: BenchServer, task_queue: str, n: int) -> Batch:
@@ -90,10 +101,12 @@ async def bare_batch(server: BenchServer, task_queue: str, n: int) -> Batch:
         )
         return await handle.result()
 
+    meter = CpuMeter(server)
     started = time.monotonic()
     codes = await asyncio.wait_for(asyncio.gather(*(one(i) for i in range(n))), BATCH_TIMEOUT)
     wall = time.monotonic() - started
-    return Batch(n, wall, [f"{stem}-{i}: exit {c}" for i, c in enumerate(codes) if c != 0])
+    failures = [f"{stem}-{i}: exit {c}" for i, c in enumerate(codes) if c != 0]
+    return Batch(n, wall, failures, *meter.read())
 
 
 async def timed_process(argv: list[str], env: dict[str, str], cwd: str) -> tuple[float, int]:
@@ -190,6 +203,7 @@ async def sleep_runs(supervisor: Supervisor, settings: Settings, activities: Too
 async def main(args: argparse.Namespace) -> None:
     print(f"bench/runs.py  {machine_line()}")
     print(f"busy before the bench: {other_load()}")
+    print(f"bytecode cache: {'yes' if args.bytecode_cache else 'no (every import compiles)'}")
     async with bench_server() as server:
         settings = server.settings(new_queue("tw"))
         bare_queue = new_queue("bare")
@@ -199,7 +213,7 @@ async def main(args: argparse.Namespace) -> None:
         baseline = bare_worker(server.client, settings, bare_queue)
         async with worker, baseline:
             # Warm-up: the first workflows pay for imports into the sandbox and cold caches.
-            await supervised_batch(supervisor, settings, min(10, args.n))
+            await supervised_batch(server, supervisor, settings, min(10, args.n))
             await bare_batch(server, bare_queue, min(10, args.n))
             ratios: list[float] = []
             rates_a: list[float] = []
@@ -207,11 +221,11 @@ async def main(args: argparse.Namespace) -> None:
             for round_no in range(1, args.rounds + 1):
                 load = load_average()
                 if round_no % 2:
-                    a = await supervised_batch(supervisor, settings, args.n)
+                    a = await supervised_batch(server, supervisor, settings, args.n)
                     b = await bare_batch(server, bare_queue, args.n)
                 else:
                     b = await bare_batch(server, bare_queue, args.n)
-                    a = await supervised_batch(supervisor, settings, args.n)
+                    a = await supervised_batch(server, supervisor, settings, args.n)
                 for failure in (a.failures + b.failures)[:10]:
                     print(f"    failed: {failure}")
                 rates_a.append(a.rate)
@@ -222,6 +236,7 @@ async def main(args: argparse.Namespace) -> None:
                     f"(b) bare {b.rate:6.1f} runs/s ({b.wall:.2f} s)   "
                     f"ratio {a.rate / b.rate:.2f}   load {load}"
                 )
+                print(f"    (a) {a.cpu()}   (b) {b.cpu()}")
             ratio = median(ratios)
             verdict = "met" if ratio >= 0.8 else "NOT met"
             print(f"(a) N={args.n} supervised runs of `true`: {median(rates_a):.1f} runs/s (median)")
@@ -252,6 +267,11 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--sleep-n", type=int, default=1000, help="concurrent sleep 5 runs (0 skips)")
     parser.add_argument("--latency-samples", type=int, default=10, help="samples for (c) (0 skips)")
     parser.add_argument("--rounds", type=int, default=2, help="alternating rounds of (a) and (b)")
+    parser.add_argument(
+        "--no-bytecode-cache",
+        action="store_true",
+        help="keep PYTHONDONTWRITEBYTECODE as set (default: re-run with a .pyc cache)",
+    )
     args = parser.parse_args(argv)
     if args.n < 1 or args.rounds < 1 or args.sleep_n < 0 or args.latency_samples < 0:
         parser.error("--n and --rounds must be >= 1, the others >= 0")
@@ -259,4 +279,6 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
 
 
 if __name__ == "__main__":
-    asyncio.run(main(parse_args(sys.argv[1:])))
+    arguments = parse_args(sys.argv[1:])
+    arguments.bytecode_cache = use_bytecode_cache(sys.argv[1:])
+    asyncio.run(main(arguments))
