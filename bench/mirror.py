@@ -525,7 +525,8 @@ async def end_to_end(args: argparse.Namespace, workdir: Path, sdk: SdkWarnings) 
                 line.append(
                     f"    {mode.name:<10} {args.n / result.wall:6.1f} runs/s ({result.wall:.2f} s; CPU "
                     f"worker+client {result.cpu_self:.1f} s, server {result.cpu_server:.1f} s{extra}; "
-                    f"workflow tasks > 5 s: {result.slow_tasks}, timed out: {result.timed_out_tasks}; load {load})"
+                    f"workflow tasks > 5 s: {result.slow_tasks}, timed out: {result.timed_out_tasks}; "
+                    f"load {load})"
                 )
                 for failure in result.failures[:5]:
                     line.append(f"      not succeeded: {failure}")
