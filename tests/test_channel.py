@@ -12,8 +12,7 @@ import shutil
 import socket
 import stat
 import tempfile
-import time
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -21,6 +20,7 @@ from typing import Any
 
 import pytest
 
+from tests.conftest import eventually
 from toolwarden import protocol
 from toolwarden.channel import NotifyPending, ToolChannel
 from toolwarden.models import ApprovalAsk, ApprovalState, Decision, ExpiryOutcome
@@ -28,13 +28,6 @@ from toolwarden.models import ApprovalAsk, ApprovalState, Decision, ExpiryOutcom
 DEADLINE = 10.0
 EXPIRES = datetime(2030, 1, 2, 3, 4, 5, tzinfo=UTC)
 
-
-async def eventually(predicate: Callable[[], bool], timeout: float = DEADLINE) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError("condition not met before the deadline")
-        await asyncio.sleep(0.01)
 
 
 def decision(key: str, outcome: ApprovalState, approved: bool, **extra: Any) -> Decision:

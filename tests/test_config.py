@@ -88,7 +88,7 @@ def test_bad_config_is_one_line_naming_the_key(tmp_path: Path, text: str, messag
 
 def test_bad_environment_value_names_the_key(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("TOOLWARDEN_DEFAULTS__RETRIES", "many")
-    with pytest.raises(ConfigError, match="defaults.retries"):
+    with pytest.raises(ConfigError, match=r"defaults\.retries"):
         load_settings(EXAMPLE)
 
 

@@ -10,8 +10,7 @@ import subprocess
 import sys
 import tempfile
 import textwrap
-import time
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -19,6 +18,7 @@ from typing import Any
 
 import pytest
 
+from tests.conftest import eventually
 from toolwarden import protocol, tool
 from toolwarden.channel import NotifyPending, ToolChannel
 from toolwarden.models import ApprovalAsk, ApprovalState, Decision
@@ -31,13 +31,6 @@ DEADLINE = 20.0
 DECIDED_AT = datetime(2030, 1, 1, tzinfo=UTC)
 INTERVAL = 0.2
 
-
-async def eventually(predicate: Callable[[], bool], timeout: float = DEADLINE) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError("condition not met before the deadline")
-        await asyncio.sleep(0.01)
 
 
 @dataclass

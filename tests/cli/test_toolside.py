@@ -9,8 +9,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
-import time
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -20,6 +19,7 @@ import click
 import pytest
 from click.testing import CliRunner, Result
 
+from tests.conftest import eventually
 from toolwarden import protocol
 from toolwarden.channel import NotifyPending, ToolChannel
 from toolwarden.cli.toolside import ask, beat, default_key, parse_duration
@@ -30,13 +30,6 @@ ASK_TOOL = ROOT / "tests" / "tools" / "ask_tool.sh"
 DEADLINE = 20.0
 DECIDED_AT = datetime(2030, 1, 1, tzinfo=UTC)
 
-
-async def eventually(predicate: Callable[[], bool], timeout: float = DEADLINE) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError("condition not met before the deadline")
-        await asyncio.sleep(0.01)
 
 
 @dataclass
