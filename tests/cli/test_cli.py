@@ -118,11 +118,16 @@ async def test_approvals_approve_and_reject(config_file: Path, supervisor: Super
 
     async def both_pending() -> list[dict[str, object]] | None:
         result = await invoke(config_file, "approvals", "--json")
-        rows = json.loads(result.stdout)["approvals"]
+        rows = [
+            r for r in json.loads(result.stdout)["approvals"]
+            if r["approval"]["run_id"].startswith("cli-appr-")
+        ]
         return rows if len(rows) >= 2 else None
 
     rows = await eventually(both_pending)
-    assert rows[0]["approval"]["approval_id"] == "cli-appr-1/step"
+    assert {r["approval"]["approval_id"] for r in rows} == {"cli-appr-1/step", "cli-appr-2/step"}
+    requested = [r["approval"]["requested_at"] for r in rows]
+    assert requested == sorted(requested)  # oldest first
     table = await invoke(config_file, "approvals")
     assert "EXPIRES IN" in table.stdout and "Risky step" in table.stdout
 
