@@ -426,6 +426,8 @@ class Batch:
     max_backlog: int
     slow_tasks: int
     timed_out_tasks: int
+    cpu_writer: float
+    transactions: int
 
 
 async def mirror_rows(db: Database, stem: str) -> int:
@@ -442,7 +444,7 @@ async def mirror_rows(db: Database, stem: str) -> int:
     return await asyncio.to_thread(count)
 
 
-async def batch(server: BenchServer, mode: Mode, n: int, sdk: SdkWarnings) -> Batch:
+async def batch(server: BenchServer, mode: Mode, n: int, sdk: SdkWarnings, commits: CommitCounter) -> Batch:
     supervisor = Supervisor(server.client, mode.settings)
     stem = f"e2e-{mode.name}-{uuid.uuid4().hex[:6]}"
     me = psutil.Process()
@@ -468,11 +470,14 @@ async def batch(server: BenchServer, mode: Mode, n: int, sdk: SdkWarnings) -> Ba
 
     watcher = asyncio.create_task(watch())
     w0 = sdk.snapshot()
+    t0 = writer_thread_cpu()
+    tx0 = commits.count
     c0 = cpu_pair()
     started = time.monotonic()
     results = await asyncio.wait_for(asyncio.gather(*(one(i) for i in range(n))), BATCH_TIMEOUT)
     wall = time.monotonic() - started
     c1 = cpu_pair()
+    writer_cpu = writer_thread_cpu() - t0
     failures = [f"{r.run_id}: {r.state.value}" for r in results if r.state is not RunState.SUCCEEDED]
     catch_up = None
     if mode.db is not None:
@@ -486,11 +491,22 @@ async def batch(server: BenchServer, mode: Mode, n: int, sdk: SdkWarnings) -> Ba
     await watcher
     w1 = sdk.snapshot()
     return Batch(
-        wall, failures, c1[0] - c0[0], c1[1] - c0[1], catch_up, max_backlog, w1[0] - w0[0], w1[1] - w0[1]
+        wall,
+        failures,
+        c1[0] - c0[0],
+        c1[1] - c0[1],
+        catch_up,
+        max_backlog,
+        w1[0] - w0[0],
+        w1[1] - w0[1],
+        writer_cpu,
+        commits.count - tx0,
     )
 
 
-async def end_to_end(args: argparse.Namespace, workdir: Path, sdk: SdkWarnings) -> None:
+async def end_to_end(
+    args: argparse.Namespace, workdir: Path, sdk: SdkWarnings, commits: CommitCounter
+) -> None:
     async with bench_server() as server, contextlib.AsyncExitStack() as stack:
         modes: list[Mode] = []
         for name in ["off", *args.backends]:
@@ -511,22 +527,24 @@ async def end_to_end(args: argparse.Namespace, workdir: Path, sdk: SdkWarnings) 
             await stack.enter_async_context(build_worker(server.client, settings, mirror=writer))
             modes.append(Mode(name, settings, writer, db))
         for mode in modes:  # warm-up: sandbox imports, cold caches, first connections
-            await batch(server, mode, min(20, args.n), sdk)
+            await batch(server, mode, min(20, args.n), sdk, commits)
         for round_no in range(args.rounds):
             order = modes[round_no % len(modes) :] + modes[: round_no % len(modes)]
             line = []
             for mode in order:
                 load = load_average()
-                result = await batch(server, mode, args.n, sdk)
+                result = await batch(server, mode, args.n, sdk, commits)
                 mode.rates.append(args.n / result.wall)
+                own = ""
                 extra = ""
                 if result.catch_up is not None:
-                    extra = f", mirror max backlog {result.max_backlog}, all rows in +{result.catch_up:.2f} s"
+                    own = f" (mirror thread {result.cpu_writer:.1f} s, {result.transactions} transactions)"
+                    extra = f"; mirror max backlog {result.max_backlog}, all rows in +{result.catch_up:.2f} s"
                 line.append(
                     f"    {mode.name:<10} {args.n / result.wall:6.1f} runs/s ({result.wall:.2f} s; CPU "
-                    f"worker+client {result.cpu_self:.1f} s, server {result.cpu_server:.1f} s{extra}; "
-                    f"workflow tasks > 5 s: {result.slow_tasks}, timed out: {result.timed_out_tasks}; "
-                    f"load {load})"
+                    f"worker+client {result.cpu_self:.1f} s{own}, "
+                    f"server {result.cpu_server:.1f} s{extra}; SDK warnings: workflow tasks > 5 s "
+                    f"{result.slow_tasks}, timed out {result.timed_out_tasks}; load {load})"
                 )
                 for failure in result.failures[:5]:
                     line.append(f"      not succeeded: {failure}")
@@ -560,7 +578,7 @@ async def main(args: argparse.Namespace) -> None:
                     await asyncio.to_thread(writer_bench, db, args.runs, args.seconds, args.interval, commits)
         if not args.skip_e2e:
             print(f"(b) end to end: {args.n} concurrent supervised runs, mirror off vs on")
-            await end_to_end(args, workdir, sdk)
+            await end_to_end(args, workdir, sdk, commits)
     finally:
         commits.close()
         shutil.rmtree(workdir, ignore_errors=True)
