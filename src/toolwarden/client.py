@@ -56,16 +56,19 @@ from toolwarden.models import (
     RunSummary,
     split_approval_id,
 )
-from toolwarden.workflows.tool_run import (
+from toolwarden.workflows import (
     APPROVAL_STATE,
+    DECIDE_UPDATE,
+    EVENTS_QUERY,
     RUN_STATE,
+    STATUS_QUERY,
     TOOL_NAME,
-    ToolRunWorkflow,
+    WORKFLOW_NAME,
 )
 
 log = logging.getLogger(__name__)
 
-WORKFLOW_TYPE = "ToolRunWorkflow"
+WORKFLOW_TYPE = WORKFLOW_NAME
 SEARCH_ATTRIBUTES = {
     TOOL_NAME.name: IndexedValueType.INDEXED_VALUE_TYPE_KEYWORD,
     RUN_STATE.name: IndexedValueType.INDEXED_VALUE_TYPE_KEYWORD,
@@ -189,15 +192,15 @@ class RunHandle:
     def __init__(self, supervisor: Supervisor, run_id: str) -> None:
         self.supervisor = supervisor
         self.run_id = run_id
-        self._handle: WorkflowHandle[ToolRunWorkflow, RunResult] = (
-            supervisor.client.get_workflow_handle_for(ToolRunWorkflow.run, run_id)
+        self._handle: WorkflowHandle[Any, RunResult] = supervisor.client.get_workflow_handle(
+            run_id, result_type=RunResult
         )
 
     async def status(self) -> RunStatus:
         """The workflow's own status, plus what the live tool last reported by heartbeat."""
         try:
             status, description = await asyncio.gather(
-                self._handle.query(ToolRunWorkflow.status, rpc_timeout=QUERY_TIMEOUT),
+                self._handle.query(STATUS_QUERY, result_type=RunStatus, rpc_timeout=QUERY_TIMEOUT),
                 self._handle.describe(),
             )
         except RPCError as exc:
@@ -208,11 +211,15 @@ class RunHandle:
                     pending.heartbeat_details.payloads, [LiveDetails]
                 )
                 status.live = live
-        return status
+        result: RunStatus = status
+        return result
 
     async def events(self) -> list[RunEvent]:
         try:
-            return await self._handle.query(ToolRunWorkflow.events, rpc_timeout=QUERY_TIMEOUT)
+            events: list[RunEvent] = await self._handle.query(
+                EVENTS_QUERY, result_type=list[RunEvent], rpc_timeout=QUERY_TIMEOUT
+            )
+            return events
         except RPCError as exc:
             raise self._query_error(exc) from exc
 
@@ -271,7 +278,10 @@ class RunHandle:
     ) -> DecideResult:
         request = DecideRequest(key=key, approve=approve, by=by, reason=reason, response=response)
         try:
-            return await self._handle.execute_update(ToolRunWorkflow.decide, request)
+            decided: DecideResult = await self._handle.execute_update(
+                DECIDE_UPDATE, request, result_type=DecideResult
+            )
+            return decided
         except WorkflowUpdateFailedError as exc:
             cause = exc.cause
             message = cause.message if isinstance(cause, ApplicationError) else str(cause)
@@ -310,8 +320,9 @@ class Supervisor:
     async def start_run(self, spec: RunSpec) -> RunHandle:
         try:
             await self.client.start_workflow(
-                ToolRunWorkflow.run,
+                WORKFLOW_NAME,
                 spec,
+                result_type=RunResult,
                 id=spec.run_id,
                 task_queue=self.settings.temporal.task_queue,
                 id_reuse_policy=WorkflowIDReusePolicy.REJECT_DUPLICATE,

@@ -11,8 +11,17 @@ from datetime import timedelta
 from typing import Any
 
 from temporalio import workflow
-from temporalio.common import RetryPolicy, SearchAttributeKey, SearchAttributeUpdate
+from temporalio.common import RetryPolicy, SearchAttributeUpdate
 from temporalio.exceptions import ActivityError, ApplicationError, CancelledError
+
+from toolwarden.workflows import (
+    APPROVAL_STATE,
+    APPROVER_NOT_ALLOWED,
+    RUN_ENDED,
+    RUN_STATE,
+    UNKNOWN_APPROVAL,
+    WORKFLOW_NAME,
+)
 
 with workflow.unsafe.imports_passed_through():
     from pydantic import JsonValue
@@ -43,14 +52,6 @@ with workflow.unsafe.imports_passed_through():
         approval_id,
     )
 
-TOOL_NAME = SearchAttributeKey.for_keyword("ToolName")
-RUN_STATE = SearchAttributeKey.for_keyword("RunState")
-APPROVAL_STATE = SearchAttributeKey.for_keyword("ApprovalState")
-
-# Error types callers match on (client, CLI).
-UNKNOWN_APPROVAL = "UnknownApproval"
-APPROVER_NOT_ALLOWED = "ApproverNotAllowed"
-RUN_ENDED = "RunEnded"
 
 # A run with no timeout still needs a bound for its activity; a blocking approval may take days.
 UNBOUNDED_ATTEMPT = timedelta(days=365)
@@ -68,7 +69,7 @@ _OUTCOME_STATE = {
 }
 
 
-@workflow.defn
+@workflow.defn(name=WORKFLOW_NAME)
 class ToolRunWorkflow:
     @workflow.init
     def __init__(self, spec: RunSpec) -> None:
