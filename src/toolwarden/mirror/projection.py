@@ -8,8 +8,9 @@ goes back to pending; an event is inserted once and never changed).
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from datetime import UTC, datetime
+from functools import cache
 from typing import Any
 
 from sqlalchemy import Connection, bindparam, func, or_, update
@@ -43,8 +44,6 @@ _LIVE_COLUMNS = (
     "stdout_path",
     "stderr_path",
 )
-# Rows per multi-row statement: far below SQLite's and PostgreSQL's bound-parameter limits.
-_CHUNK = 200
 
 
 def _utcnow() -> datetime:
@@ -61,18 +60,60 @@ def _dialect_name(executor: Executor) -> str:
     return executor.dialect.name
 
 
-def _insert(executor: Executor, table: Any) -> Any:
+def _dialect(executor: Executor) -> str:
     name = _dialect_name(executor)
-    if name == "postgresql":
-        return postgresql.insert(table)
-    if name == "sqlite":
-        return sqlite.insert(table)
-    raise ValueError(f"unsupported mirror database {name!r}: use SQLite or PostgreSQL")
+    if name not in ("postgresql", "sqlite"):
+        raise ValueError(f"unsupported mirror database {name!r}: use SQLite or PostgreSQL")
+    return name
 
 
-def _chunks(items: Sequence[Any], size: int = _CHUNK) -> Iterable[Sequence[Any]]:
-    for start in range(0, len(items), size):
-        yield items[start : start + size]
+def _insert(dialect: str, table: Any) -> Any:
+    return postgresql.insert(table) if dialect == "postgresql" else sqlite.insert(table)
+
+
+# The three upserts are built once per dialect as single-row statements and executed with a list
+# of parameter dicts: SQLAlchemy compiles each once (then serves it from its compiled cache)
+# and batches the rows into multi-row statements itself ("insertmanyvalues"), instead of a new
+# multi-row VALUES statement, of a new shape to compile, per batch.
+
+
+@cache
+def _upsert_runs_stmt(dialect: str) -> Any:
+    stmt = _insert(dialect, tool_runs)
+    excluded = stmt.excluded
+    values: dict[str, Any] = {}
+    for column in tool_runs.columns:
+        if column.name == "run_id":
+            continue
+        if column.name in _LIVE_COLUMNS:
+            values[column.name] = func.coalesce(excluded[column.name], column)
+        else:
+            values[column.name] = excluded[column.name]
+    return stmt.on_conflict_do_update(
+        index_elements=[tool_runs.c.run_id],
+        set_=values,
+        where=tool_runs.c.updated_at <= excluded.updated_at,
+    ).returning(tool_runs.c.run_id)
+
+
+@cache
+def _upsert_approvals_stmt(dialect: str) -> Any:
+    stmt = _insert(dialect, approvals)
+    excluded = stmt.excluded
+    return stmt.on_conflict_do_update(
+        index_elements=[approvals.c.approval_id],
+        set_={c.name: excluded[c.name] for c in approvals.columns if c.name != "approval_id"},
+        where=or_(
+            approvals.c.state == ApprovalState.PENDING.value,
+            excluded.state != ApprovalState.PENDING.value,
+        ),
+    )
+
+
+@cache
+def _insert_events_stmt(dialect: str) -> Any:
+    stmt = _insert(dialect, run_events)
+    return stmt.on_conflict_do_nothing(index_elements=[run_events.c.run_id, run_events.c.seq])
 
 
 def _current_attempt(status: RunStatus) -> LiveDetails | AttemptResult | None:
@@ -163,53 +204,26 @@ def upsert_runs(executor: Executor, statuses: Sequence[RunStatus]) -> set[str]:
         if known is None or status.updated_at >= known.updated_at:
             latest[status.run_id] = status
     rows = [run_row(status, now) for status in latest.values()]
-    written: set[str] = set()
-    for chunk in _chunks(rows):
-        stmt = _insert(executor, tool_runs).values(list(chunk))
-        excluded = stmt.excluded
-        values: dict[str, Any] = {}
-        for column in tool_runs.columns:
-            if column.name == "run_id":
-                continue
-            if column.name in _LIVE_COLUMNS:
-                values[column.name] = func.coalesce(excluded[column.name], column)
-            else:
-                values[column.name] = excluded[column.name]
-        stmt = stmt.on_conflict_do_update(
-            index_elements=[tool_runs.c.run_id],
-            set_=values,
-            where=tool_runs.c.updated_at <= excluded.updated_at,
-        ).returning(tool_runs.c.run_id)
-        written.update(row[0] for row in executor.execute(stmt))
-    return written
+    # Only rows actually inserted or updated come back (the WHERE skips older snapshots).
+    result = executor.execute(_upsert_runs_stmt(_dialect(executor)), rows)
+    return {row[0] for row in result}
 
 
 def upsert_approvals(executor: Executor, records: Sequence[ApprovalRecord]) -> None:
     """Upsert approval rows; a decided approval is never reverted to pending."""
+    if not records:
+        return
     latest = {record.approval_id: record for record in records}
     rows = [approval_row(record) for record in latest.values()]
-    for chunk in _chunks(rows):
-        stmt = _insert(executor, approvals).values(list(chunk))
-        excluded = stmt.excluded
-        stmt = stmt.on_conflict_do_update(
-            index_elements=[approvals.c.approval_id],
-            set_={c.name: excluded[c.name] for c in approvals.columns if c.name != "approval_id"},
-            where=or_(
-                approvals.c.state == ApprovalState.PENDING.value,
-                excluded.state != ApprovalState.PENDING.value,
-            ),
-        )
-        executor.execute(stmt)
+    executor.execute(_upsert_approvals_stmt(_dialect(executor)), rows)
 
 
 def insert_events(executor: Executor, items: Sequence[tuple[str, RunEvent]]) -> None:
     """Insert events that are not there yet; `(run_id, seq)` already present is skipped."""
+    if not items:
+        return
     unique = {(run_id, event.seq): event_row(run_id, event) for run_id, event in items}
-    rows = list(unique.values())
-    for chunk in _chunks(rows, 500):
-        stmt = _insert(executor, run_events).values(list(chunk))
-        stmt = stmt.on_conflict_do_nothing(index_elements=[run_events.c.run_id, run_events.c.seq])
-        executor.execute(stmt)
+    executor.execute(_insert_events_stmt(_dialect(executor)), list(unique.values()))
 
 
 def apply_updates(executor: Executor, updates: Sequence[MirrorUpdate]) -> None:
