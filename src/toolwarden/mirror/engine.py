@@ -18,8 +18,18 @@ def make_engine(
     *,
     busy_timeout_ms: int = DEFAULT_BUSY_TIMEOUT_MS,
     connect_timeout_s: int = DEFAULT_CONNECT_TIMEOUT_S,
+    write_lock: bool = False,
+    pre_ping: bool = True,
 ) -> Engine:
-    """An engine for `url`; SQLite connections get WAL, `busy_timeout` and `foreign_keys=ON`."""
+    """An engine for `url`; SQLite connections get WAL, `busy_timeout` and `foreign_keys=ON`.
+
+    `write_lock=True` opens every SQLite transaction with `BEGIN IMMEDIATE`, taking the write
+    lock up front (waiting up to `busy_timeout` for it) so a write transaction never fails half
+    way on a lock upgrade: for the mirror writer. Without it transactions start with a plain
+    (deferred) `BEGIN`, so readers (`toolwarden db status`, dashboard queries) never take the
+    write lock nor wait on the writer. `pre_ping=False` skips the liveness `SELECT 1` on each
+    pool checkout, for a caller that disposes the engine and retries on any error.
+    """
     parsed = make_url(url)
     backend = parsed.get_backend_name()
     connect_args: dict[str, Any] = {}
@@ -28,7 +38,7 @@ def make_engine(
         # the pysqlite driver's own implicit transaction handling stays out of the way.
         connect_args["check_same_thread"] = False
         connect_args["timeout"] = busy_timeout_ms / 1000
-        engine = create_engine(url, connect_args=connect_args, pool_pre_ping=True)
+        engine = create_engine(url, connect_args=connect_args, pool_pre_ping=pre_ping)
 
         @event.listens_for(engine, "connect")
         def _on_connect(dbapi_conn: Any, _record: ConnectionPoolEntry) -> None:
@@ -44,14 +54,16 @@ def make_engine(
             finally:
                 cursor.close()
 
+        begin = "BEGIN IMMEDIATE" if write_lock else "BEGIN"
+
         @event.listens_for(engine, "begin")
         def _on_begin(conn: Any) -> None:
-            conn.exec_driver_sql("BEGIN IMMEDIATE")
+            conn.exec_driver_sql(begin)
 
         return engine
     if backend == "postgresql" and "connect_timeout" not in parsed.query:
         connect_args["connect_timeout"] = connect_timeout_s
-    return create_engine(url, connect_args=connect_args, pool_pre_ping=True)
+    return create_engine(url, connect_args=connect_args, pool_pre_ping=pre_ping)
 
 
 def redact(url: str) -> str:
