@@ -25,7 +25,17 @@ from toolwarden.models import LiveDetails, MirrorUpdate, RunEvent, RunStatus
 log = logging.getLogger(__name__)
 
 MAX_RUNS_PER_BATCH = 500
+# Heartbeats per batch: snapshots are taken first, and due heartbeats beyond this wait for the
+# next batch (taken at once), so a heartbeat burst never delays state changes by much.
+MAX_BEATS_PER_BATCH = 250
+# Once the first item is due, the writer waits this long to gather more before it writes: the
+# snapshots of concurrent runs then share one transaction instead of paying one each.
+BATCH_LINGER_SECONDS = 0.075
+# A run's next heartbeat write is due one interval after the *arrival* of the one written last,
+# less this fraction, so heartbeats arriving once per interval are each written (no drift).
+BEAT_SLACK = 0.1
 _MAX_REMEMBERED = 100_000
+_BUSY = float("-inf")  # `_wake_at` while the thread is writing: it looks again before it waits
 
 
 def _describe(exc: BaseException) -> str:
@@ -62,7 +72,8 @@ class _PendingRun:
 @dataclass
 class _PendingBeat:
     live: LiveDetails
-    received: float
+    received: float  # monotonic arrival of `live` (the throttle is anchored to it once written)
+    since: float  # arrival of the oldest heartbeat it replaced: a stream cannot postpone it
 
 
 @dataclass
@@ -106,6 +117,9 @@ class MirrorWriter:
         self._stopping = False
         self._deadline: float | None = None
         self._thread: threading.Thread | None = None
+        # When the waiting thread will look again (None: only when woken; _BUSY: not waiting).
+        # Producers wake it only for items due earlier, not on every heartbeat.
+        self._wake_at: float | None = _BUSY
         self._engine: Engine | None = None
         self._schema_checked = not upgrade_schema
         # Stats, guarded by the lock.
@@ -168,7 +182,8 @@ class MirrorWriter:
                         for old in list(self._finished)[: _MAX_REMEMBERED // 2]:
                             del self._finished[old]
                 self._enforce_backlog()
-                self._wake.notify()
+                ready = now if len(self._runs) >= MAX_RUNS_PER_BATCH else now + BATCH_LINGER_SECONDS
+                self._notify_if_sooner(ready)
         except Exception:  # the mirror never fails a run
             log.exception("mirror: could not queue an update")
 
@@ -181,12 +196,13 @@ class MirrorWriter:
             with self._lock:
                 if run_id in self._finished:
                     return
-                if run_id not in self._beats:
+                queued = self._beats.get(run_id)
+                if queued is None:
                     self._size += 1
-                self._beats[run_id] = _PendingBeat(live=live, received=now)
+                since = now if queued is None else queued.since
+                self._beats[run_id] = _PendingBeat(live=live, received=now, since=since)
                 self._enforce_backlog()
-                if self._beat_due(run_id, now) <= now:
-                    self._wake.notify()
+                self._notify_if_sooner(max(since, self._beat_due(run_id)) + BATCH_LINGER_SECONDS)
                 if len(self._beat_written) > _MAX_REMEMBERED:
                     stale = now - 100 * self._interval
                     for key in [k for k, t in self._beat_written.items() if t < stale]:
@@ -201,7 +217,7 @@ class MirrorWriter:
             for pending in self._runs.values():
                 oldest = pending.since if oldest is None else min(oldest, pending.since)
             for run_id, beat in self._beats.items():
-                due = max(beat.received, self._beat_due(run_id, now))
+                due = max(beat.since, self._beat_due(run_id))
                 if due <= now:
                     oldest = due if oldest is None else min(oldest, due)
             return MirrorStats(
@@ -219,9 +235,15 @@ class MirrorWriter:
 
     # -- queue internals (called with the lock held) ---------------------------------------
 
-    def _beat_due(self, run_id: str, now: float) -> float:
+    def _beat_due(self, run_id: str) -> float:
+        """When the run's next heartbeat may be written (-inf: none written yet)."""
         last = self._beat_written.get(run_id)
-        return now if last is None else last + self._interval
+        return float("-inf") if last is None else last + self._interval * (1 - BEAT_SLACK)
+
+    def _notify_if_sooner(self, ready: float) -> None:
+        """Wake the waiting thread if an item is ready before it would look again."""
+        if self._wake_at is None or ready < self._wake_at:
+            self._wake.notify()
 
     def _drop_beat(self, run_id: str) -> None:
         if self._beats.pop(run_id, None) is not None:
@@ -253,12 +275,14 @@ class MirrorWriter:
             runs[run_id] = self._runs.pop(run_id)
         beats: dict[str, _PendingBeat] = {}
         for run_id in list(self._beats):
-            if self._beat_due(run_id, now) <= now:
+            if len(beats) >= MAX_BEATS_PER_BATCH:
+                break
+            if self._beat_due(run_id) <= now:
                 beats[run_id] = self._beats.pop(run_id)
         taken = sum(p.size() for p in runs.values()) + len(beats)
         self._size -= taken
         self._inflight = taken
-        since = [p.since for p in runs.values()] + [b.received for b in beats.values()]
+        since = [p.since for p in runs.values()] + [b.since for b in beats.values()]
         self._inflight_since = min(since) if since else None
         return _Batch(runs, beats)
 
@@ -285,13 +309,20 @@ class MirrorWriter:
         # Keep the oldest runs first so they are retried first.
         self._runs = dict(sorted(self._runs.items(), key=lambda item: item[1].since))
 
-    def _next_wakeup(self, now: float) -> float | None:
-        """Seconds until something is due, or None when nothing is queued."""
+    def _ready_at(self, now: float) -> float | None:
+        """When to take the next batch (None: nothing queued): `BATCH_LINGER_SECONDS` after the
+        oldest queued snapshot arrived or the first throttled heartbeat fell due, at once when
+        a full batch of snapshots is waiting."""
+        first: float | None = None
         if self._runs:
-            return 0.0
-        if not self._beats:
-            return None
-        return max(min(self._beat_due(r, now) for r in self._beats) - now, 0.0)
+            if len(self._runs) >= MAX_RUNS_PER_BATCH:
+                return now
+            # Oldest first: new runs are appended and `_put_back` re-sorts by `since`.
+            first = next(iter(self._runs.values())).since
+        if self._beats:
+            due = min(max(b.since, self._beat_due(r)) for r, b in self._beats.items())
+            first = due if first is None else min(first, due)
+        return None if first is None else first + BATCH_LINGER_SECONDS
 
     # -- the thread --------------------------------------------------------------------------
 
@@ -302,16 +333,21 @@ class MirrorWriter:
             with self._lock:
                 while True:
                     now = time.monotonic()
-                    wait = self._next_wakeup(now)
                     if self._stopping:
-                        if wait is None or (self._deadline is not None and now >= self._deadline):
+                        queued = bool(self._runs or self._beats)
+                        if not queued or (self._deadline is not None and now >= self._deadline):
+                            self._wake_at = _BUSY
                             return
-                        # Throttled heartbeats are flushed on the way out.
+                        # No lingering, and throttled heartbeats are flushed on the way out.
+                        batch = self._take(float("inf"))
                         break
-                    if wait == 0.0:
+                    ready = self._ready_at(now)
+                    if ready is not None and ready <= now:
+                        batch = self._take(now)
                         break
-                    self._wake.wait(wait)
-                batch = self._take(now) if not self._stopping else self._take(float("inf"))
+                    self._wake_at = ready
+                    self._wake.wait(None if ready is None else ready - now)
+                self._wake_at = _BUSY
             if batch.empty():
                 continue
             try:
@@ -348,6 +384,12 @@ class MirrorWriter:
                 log.info("mirror %s is back; catching up", redact(self.url))
             backoff = self._retry_initial
 
+    def _make_engine(self) -> Engine:
+        # The writer's transactions all write: on SQLite they take the write lock up front. No
+        # pre-ping: a dead pooled connection fails the batch, which disposes the engine and
+        # retries it (an extra `SELECT 1` per transaction otherwise).
+        return make_engine(self.url, busy_timeout_ms=self._busy_timeout_ms, write_lock=True, pre_ping=False)
+
     def _dispose_engine(self) -> None:
         if self._engine is not None:
             try:
@@ -372,7 +414,7 @@ class MirrorWriter:
         try:
             self._ensure_schema()
             if self._engine is None:
-                self._engine = make_engine(self.url, busy_timeout_ms=self._busy_timeout_ms)
+                self._engine = self._make_engine()
             with self._engine.connect() as conn:
                 conn.exec_driver_sql("SELECT 1")
                 conn.rollback()
@@ -390,7 +432,7 @@ class MirrorWriter:
 
         self._ensure_schema()
         if self._engine is None:
-            self._engine = make_engine(self.url, busy_timeout_ms=self._busy_timeout_ms)
+            self._engine = self._make_engine()
         updates = [
             MirrorUpdate(status=p.status, events=[p.events[s] for s in sorted(p.events)])
             for p in batch.runs.values()
@@ -399,10 +441,11 @@ class MirrorWriter:
         with self._engine.begin() as conn:
             apply_updates(conn, updates)
             apply_heartbeats(conn, beats)
-        now = time.monotonic()
         with self._lock:
-            for run_id in batch.beats:
-                self._beat_written[run_id] = now
+            # The throttle is anchored to when the written heartbeat arrived, not to the commit,
+            # so the write latency does not push every later heartbeat back.
+            for run_id, beat in batch.beats.items():
+                self._beat_written[run_id] = beat.received
             for update in updates:
                 if update.status.state.terminal:
                     self._beat_written.pop(update.status.run_id, None)
