@@ -42,7 +42,7 @@ ApprovalKey = Annotated[str, AfterValidator(_check_key)]
 
 
 class Model(BaseModel):
-    model_config = ConfigDict(frozen=False, extra="ignore")
+    model_config = ConfigDict(frozen=False, extra="ignore", defer_build=True)
 
 
 class RunState(StrEnum):
