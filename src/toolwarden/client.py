@@ -20,8 +20,6 @@ from datetime import UTC, datetime, timedelta
 from typing import Any, NoReturn
 
 from pydantic import JsonValue
-from temporalio.api.enums.v1 import IndexedValueType
-from temporalio.api.operatorservice.v1 import AddSearchAttributesRequest
 from temporalio.client import (
     Client,
     TLSConfig,
@@ -69,11 +67,8 @@ from toolwarden.workflows import (
 log = logging.getLogger(__name__)
 
 WORKFLOW_TYPE = WORKFLOW_NAME
-SEARCH_ATTRIBUTES = {
-    TOOL_NAME.name: IndexedValueType.INDEXED_VALUE_TYPE_KEYWORD,
-    RUN_STATE.name: IndexedValueType.INDEXED_VALUE_TYPE_KEYWORD,
-    APPROVAL_STATE.name: IndexedValueType.INDEXED_VALUE_TYPE_KEYWORD,
-}
+# Every search attribute toolwarden keeps is a Keyword.
+SEARCH_ATTRIBUTES = (TOOL_NAME.name, RUN_STATE.name, APPROVAL_STATE.name)
 _ID_SAFE = re.compile(r"[^A-Za-z0-9._-]+")
 
 
@@ -169,9 +164,16 @@ async def connect_client(settings: Settings, *, with_sdk_metrics: bool = False) 
 
 async def ensure_search_attributes(client: Client, namespace: str) -> None:
     """Register ToolName, RunState and ApprovalState on a cluster that lacks them."""
+    # Imported here: only workers register attributes, and these protos slow every CLI start.
+    from temporalio.api.enums.v1 import IndexedValueType
+    from temporalio.api.operatorservice.v1 import AddSearchAttributesRequest
+
+    keyword = IndexedValueType.INDEXED_VALUE_TYPE_KEYWORD
     try:
         await client.operator_service.add_search_attributes(
-            AddSearchAttributesRequest(namespace=namespace, search_attributes=SEARCH_ATTRIBUTES)
+            AddSearchAttributesRequest(
+                namespace=namespace, search_attributes=dict.fromkeys(SEARCH_ATTRIBUTES, keyword)
+            )
         )
     except RPCError as exc:
         if exc.status != RPCStatusCode.ALREADY_EXISTS:

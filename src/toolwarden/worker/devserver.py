@@ -16,7 +16,6 @@ from toolwarden.config import Settings
 
 START_TIMEOUT_SECONDS = 60.0
 STOP_TIMEOUT_SECONDS = 20.0
-_SA_TYPES = {2: "Keyword"}
 
 
 class ServerError(Exception):
@@ -61,8 +60,8 @@ def dev_server_command(settings: Settings) -> list[str]:
         command += ["--ui-port", str(server.ui_port)]
     else:
         command.append("--headless")
-    for name, indexed in SEARCH_ATTRIBUTES.items():
-        command += ["--search-attribute", f"{name}={_SA_TYPES[int(indexed)]}"]
+    for name in SEARCH_ATTRIBUTES:
+        command += ["--search-attribute", f"{name}=Keyword"]
     for pragma, value in server.sqlite_pragmas.items():
         command += ["--sqlite-pragma", f"{pragma}={value}"]
     return command
