@@ -252,6 +252,9 @@ class AttemptSpec(Model):
     spec: RunSpec
     attempt: int
     resume: dict[str, Decision] = Field(default_factory=dict)
+    # The run's projection as the attempt starts, handed to the mirror by the activity itself,
+    # which saves the workflow a local activity per launch.
+    projection: MirrorUpdate | None = None
 
 
 class LiveDetails(Model):

@@ -128,6 +128,8 @@ class ToolActivities:
     async def run_tool(self, attempt: AttemptSpec) -> AttemptResult:
         info = activity.info()
         spec = attempt.spec
+        if attempt.projection is not None:
+            self._project(attempt.projection)  # idempotent: a retried attempt projects again
         self._reap_previous_attempt(info.heartbeat_details)
         name = f"attempt-{attempt.attempt}"
         if info.attempt > 1:
@@ -301,6 +303,9 @@ class ToolActivities:
     @activity.defn(name=PROJECT_RUN)
     async def project_run(self, update: MirrorUpdate) -> None:
         """Hand a run's new state to the mirror and metrics; never fails, never blocks."""
+        self._project(update)
+
+    def _project(self, update: MirrorUpdate) -> None:
         metrics.observe_update(update)
         if self._mirror is not None:
             self._mirror.submit(update)

@@ -57,6 +57,7 @@ with workflow.unsafe.imports_passed_through():
 UNBOUNDED_ATTEMPT = timedelta(days=365)
 ACTIVITY_SLACK = timedelta(minutes=1)
 PROJECTION_TIMEOUT = timedelta(seconds=10)
+PROJECT_WITH_ATTEMPT = "project-with-attempt"  # workflow.patched id
 
 _OUTCOME_STATE = {
     AttemptOutcome.SUCCEEDED: RunState.SUCCEEDED,
@@ -160,6 +161,14 @@ class ToolRunWorkflow:
         }.get(decision.outcome, RunState.REJECTED)
         return self._finish(state, error=f"gate {decision.outcome.value}: {decision.reason or ''}")
 
+    def _projection_for_attempt(self) -> MirrorUpdate | None:
+        """Pending events ride along with the attempt (replaces a `project_run` call)."""
+        if not workflow.patched(PROJECT_WITH_ATTEMPT):
+            return None
+        update = MirrorUpdate(status=self.status(), events=self._events[self._projected :])
+        self._projected = len(self._events)
+        return update
+
     async def _run_attempt(self, spec: RunSpec, resume: dict[str, Decision]) -> AttemptResult:
         close_timeout = (
             spec.timeout + spec.kill_grace + ACTIVITY_SLACK if spec.timeout else UNBOUNDED_ATTEMPT
@@ -167,7 +176,12 @@ class ToolRunWorkflow:
         try:
             result: AttemptResult = await workflow.execute_activity(
                 RUN_TOOL,
-                AttemptSpec(spec=spec, attempt=self._attempt, resume=resume),
+                AttemptSpec(
+                    spec=spec,
+                    attempt=self._attempt,
+                    resume=resume,
+                    projection=self._projection_for_attempt(),
+                ),
                 result_type=AttemptResult,
                 start_to_close_timeout=close_timeout,
                 heartbeat_timeout=spec.heartbeat_timeout,
