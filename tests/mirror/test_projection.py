@@ -10,7 +10,7 @@ import pytest
 from sqlalchemy import Engine, func, select
 
 from tests.mirror.conftest import T0, live, make_approval, make_events, make_status
-from toolwarden.mirror import apply_heartbeat, apply_update, make_engine
+from toolwarden.mirror import apply_heartbeat, apply_update, apply_updates, make_engine
 from toolwarden.mirror.schema import approvals, run_events, tool_runs
 from toolwarden.models import ApprovalState, LiveDetails, MirrorUpdate, RunState
 
@@ -160,3 +160,35 @@ def test_naive_datetimes_are_refused(engine: Engine) -> None:
     status = make_status("r1").model_copy(update={"started_at": T0.replace(tzinfo=None)})
     with pytest.raises(Exception, match="naive datetime"), engine.begin() as conn:
         apply_update(conn, MirrorUpdate(status=status))
+
+
+def test_each_upsert_is_compiled_once_whatever_the_batch_size(engine: Engine) -> None:
+    from sqlalchemy import event
+
+    compiled: dict[str, set[int]] = {}
+
+    def note(conn: Any, cursor: Any, statement: str, params: Any, context: Any, many: bool) -> None:
+        table = statement.split()[2] if statement.startswith("INSERT INTO") else None
+        if table is not None:
+            compiled.setdefault(table, set()).add(id(context.compiled))
+
+    event.listen(engine, "before_cursor_execute", note)
+    try:
+        for version, n in enumerate((1, 3, 7, 2, 5, 4)):
+            updates = [
+                MirrorUpdate(
+                    status=make_status(
+                        f"r{i}", updated_at=T0 + timedelta(version), approvals=[make_approval(f"r{i}")]
+                    ),
+                    events=make_events(1 + 2 * version, 3 + 2 * version),
+                )
+                for i in range(n)
+            ]
+            with engine.begin() as conn:
+                apply_updates(conn, updates)
+    finally:
+        event.remove(engine, "before_cursor_execute", note)
+    assert set(compiled) == {"tool_runs", "approvals", "run_events"}
+    # One compiled form for a single row and one for many, however many rows (not one per size).
+    assert all(len(ids) <= 2 for ids in compiled.values()), compiled
+    assert len(dump(engine)["runs"]) == 7
