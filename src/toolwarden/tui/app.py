@@ -12,7 +12,6 @@ import asyncio
 import contextlib
 import os
 import sys
-import time
 from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Literal
@@ -38,6 +37,7 @@ from toolwarden.tui.backend import (
     describe_error,
     is_unavailable,
 )
+from toolwarden.tui.format import ago
 from toolwarden.tui.logs import tail_lines
 from toolwarden.tui.screens.decision import DecisionContext, DecisionDialog
 from toolwarden.tui.screens.details import DetailsScreen
@@ -45,6 +45,7 @@ from toolwarden.tui.screens.dialogs import CancelDialog, FilterDialog, WebUIDial
 from toolwarden.tui.screens.help import HelpScreen
 from toolwarden.tui.screens.log import LogScreen
 from toolwarden.tui.widgets.details import DetailsPane, approval_view, run_view
+from toolwarden.tui.widgets.fields import TextField
 from toolwarden.tui.widgets.tables import ApprovalsTable, KeyedTable, RunsTable
 
 REFRESH_SECONDS = 1.0
@@ -127,7 +128,7 @@ class ToolwardenApp(App[None]):
         self.failures = 0
         self.refreshing = False
         self.refreshes = 0
-        self.last_ok: float | None = None
+        self.last_ok: datetime | None = None  # by `clock`, like every age the app shows
         self.log_tail: dict[str, list[str] | None] = {}
         self.selection: Selection | None = None
 
@@ -137,7 +138,7 @@ class ToolwardenApp(App[None]):
         # Kept as attributes: `App.query_one` searches the active screen, which is a dialog
         # whenever one is open, and the refresh goes on underneath it.
         self.banner = Static("", id="banner")
-        self.search_box = Input(
+        self.search_box = TextField(
             placeholder="search id, tool, summary… (enter keeps it, escape clears)", id="search"
         )
         self.approvals_panel = Vertical(id="approvals-panel", classes="panel")
@@ -211,7 +212,7 @@ class ToolwardenApp(App[None]):
     def loaded(self, snapshot: Snapshot) -> None:
         self.snapshot = snapshot
         self.failures = 0
-        self.last_ok = time.monotonic()
+        self.last_ok = self.clock()
         self.refreshes += 1
         self.problem = None
         self.banner.display = False
@@ -239,7 +240,7 @@ class ToolwardenApp(App[None]):
             return
         stale = ""
         if self.last_ok is not None:
-            stale = f" Showing data from {ago_seconds(time.monotonic() - self.last_ok)} ago."
+            stale = f" Showing data from {ago(self.last_ok, self.clock())} ago."
         banner.update(Text(f"⚠ {self.problem}{stale}", style="bold"))
         banner.display = True
 
@@ -547,12 +548,6 @@ class ToolwardenApp(App[None]):
 
     def action_help(self) -> None:
         self.push_screen(HelpScreen(self.BINDINGS))
-
-
-def ago_seconds(seconds: float) -> str:
-    from toolwarden.cli.common import human_seconds
-
-    return human_seconds(seconds)
 
 
 def make_app(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -20,8 +21,10 @@ from textual.widgets import Button, Input, Label, Static
 from toolwarden.models import ApprovalRecord, ApprovalState, DecideResult, PendingApproval
 from toolwarden.tui.backend import SupervisorAPI, describe_error, is_unavailable
 from toolwarden.tui.format import ago, countdown
+from toolwarden.tui.widgets.fields import TextField
 
 STATE_POLL_SECONDS = 1.0
+STATE_POLL_TIMEOUT = 15.0
 
 
 @dataclass
@@ -64,6 +67,7 @@ class DecisionDialog(ModalScreen[DecideResult | None]):
         self.context = context
         self.closed_state: ApprovalState | None = None
         self.submitting = False
+        self.polling = False
         self.result: DecideResult | None = None
 
     @property
@@ -77,9 +81,9 @@ class DecisionDialog(ModalScreen[DecideResult | None]):
             yield Static(Text(a.summary, style="bold"), id="dialog-summary")
             yield Static(self._facts(), id="dialog-facts")
             yield Label("Reason" + (" (optional)" if self.approve else " (required)"))
-            yield Input(placeholder="why", id="reason")
+            yield TextField(placeholder="why", id="reason")
             yield Label("Response JSON for the tool (optional)")
-            yield Input(placeholder='e.g. {"ticket": "OPS-1"}', id="response")
+            yield TextField(placeholder='e.g. {"ticket": "OPS-1"}', id="response")
             yield Static("", id="dialog-state")
             yield Static("", id="dialog-error")
             with Horizontal(id="dialog-buttons"):
@@ -106,11 +110,19 @@ class DecisionDialog(ModalScreen[DecideResult | None]):
     def on_mount(self) -> None:
         self.query_one("#reason", Input).focus()
         self.set_interval(STATE_POLL_SECONDS, self._tick)
-        self._poll_state()
+        self.poll_state()
 
     def _tick(self) -> None:
         self.query_one("#dialog-facts", Static).update(self._facts())
         if self.closed_state is None and not self.submitting:
+            self.poll_state()
+
+    def poll_state(self) -> None:
+        """Start a check of the approval's state unless one is still out: a status query slower
+        than the tick must finish, not be replaced by the next one (which would never finish
+        either on a slow server)."""
+        if not self.polling:
+            self.polling = True
             self._poll_state()
 
     # -- reporting ---------------------------------------------------------------------------
@@ -206,16 +218,20 @@ class DecisionDialog(ModalScreen[DecideResult | None]):
             result.approval.state,
         )
 
-    @work(exclusive=True, group="poll", exit_on_error=False)
+    @work(group="poll", exit_on_error=False)
     async def _poll_state(self) -> None:
-        supervisor = self.context.supervisor()
-        if supervisor is None:
-            return
         a = self.pending.approval
+        supervisor = self.context.supervisor()
         try:
-            status = await supervisor.get_run(a.run_id).status()
+            if supervisor is None:
+                return
+            status = await asyncio.wait_for(
+                supervisor.get_run(a.run_id).status(), STATE_POLL_TIMEOUT
+            )
         except Exception:
             return  # the main screen's banner reports connection trouble
+        finally:
+            self.polling = False
         if self.submitting or self.closed_state is not None:
             return
         record = next((r for r in status.approvals if r.key == a.key), None)

@@ -12,6 +12,7 @@ from textual.widgets import Button, Input, Label, Select, Static
 
 from toolwarden.models import RunState
 from toolwarden.tui.backend import RunFilter
+from toolwarden.tui.widgets.fields import TextField
 
 
 class CancelDialog(ModalScreen[str | None]):
@@ -34,7 +35,7 @@ class CancelDialog(ModalScreen[str | None]):
                 ),
             )
             yield Label("Reason (optional)")
-            yield Input(placeholder="why", id="reason")
+            yield TextField(placeholder="why", id="reason")
             with Horizontal(id="dialog-buttons"):
                 yield Button("Cancel run", id="confirm", variant="error")
                 yield Button("Back", id="back")
@@ -78,7 +79,7 @@ class FilterDialog(ModalScreen[RunFilter | None]):
                 id="state",
             )
             yield Label(Text("Tool" + (f" (seen: {', '.join(self.tools[:6])})" if self.tools else "")))
-            yield Input(value=self.current.tool or "", placeholder="any tool", id="tool")
+            yield TextField(value=self.current.tool or "", placeholder="any tool", id="tool")
             with Horizontal(id="dialog-buttons"):
                 yield Button("Apply", id="apply", variant="primary")
                 yield Button("Clear", id="clear")
