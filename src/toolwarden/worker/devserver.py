@@ -92,7 +92,11 @@ class DevServer:
         )
         log.close()
         deadline = time.monotonic() + START_TIMEOUT_SECONDS
-        while not port_answers(self.settings.server.ip, self.settings.server.port):
+        # An open port is not a ready frontend ("Frontend is not healthy yet"): wait for both.
+        while not (
+            port_answers(self.settings.server.ip, self.settings.server.port)
+            and await self._healthy()
+        ):
             if self.process.poll() is not None:
                 raise ServerError(
                     f"the Temporal dev server exited with {self.process.returncode}; "
@@ -102,6 +106,15 @@ class DevServer:
                 await self.stop()
                 raise ServerError(f"the Temporal dev server did not start; see {self.log_path}")
             await asyncio.sleep(0.1)
+
+    async def _healthy(self) -> bool:
+        from temporalio.client import Client
+
+        try:
+            client = await asyncio.wait_for(Client.connect(self.address), timeout=5.0)
+            return bool(await asyncio.wait_for(client.service_client.check_health(), timeout=5.0))
+        except Exception:
+            return False
 
     async def stop(self) -> None:
         process = self.process
