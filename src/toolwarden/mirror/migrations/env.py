@@ -47,7 +47,7 @@ def run_migrations_online() -> None:
     if connection is not None:
         _run(connection)
         return
-    engine = make_engine(config.attributes["url"])
+    engine = make_engine(config.attributes["url"], write_lock=True)  # concurrent upgrades wait, not fail
     try:
         with engine.connect() as conn:
             sqlite = conn.dialect.name == "sqlite"
