@@ -148,3 +148,20 @@ def test_installed_script(tmp_path: Path) -> None:
     done = subprocess.run([str(exe), "db", "current"], env=env, capture_output=True, text=True, timeout=60)
     assert done.stdout.strip() == f"{head_revision()} (head)"
     assert (tmp_path / "home" / "mirror.db").exists()
+
+
+def test_status_with_the_database_down_still_reports_and_fails(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    from click.testing import CliRunner
+
+    from toolwarden.cli.main import cli
+
+    config = tmp_path / "down.yaml"
+    config.write_text(
+        f"home: {tmp_path}\n"
+        "worker:\n  health_address: 127.0.0.1:1\n"
+        "mirror:\n  url: postgresql+psycopg://postgres@127.0.0.1:1/test?connect_timeout=2\n"
+    )
+    result = CliRunner().invoke(cli, ["--config", str(config), "db", "status"])
+    assert result.exit_code == 1
+    assert "revision:  unknown (mirror database" in result.output
+    assert "writer:    no worker answering" in result.output

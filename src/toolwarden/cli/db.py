@@ -201,10 +201,16 @@ def status_cmd(ctx: click.Context, as_json: bool) -> None:
     settings = _settings(ctx)
     url = settings.mirror_url
     missing = _missing_sqlite_file(url)
-    revision = None if missing else _guard(url, lambda: current(url))
-    counts = _guard(url, lambda: _counts(url)) if revision is not None else None
+    unreachable: str | None = None
+    revision, counts = None, None
+    try:
+        revision = None if missing else _guard(url, lambda: current(url))
+        counts = _guard(url, lambda: _counts(url)) if revision is not None else None
+    except DbError as exc:  # still show what the worker's writer knows: backlog and lag
+        unreachable = str(exc)
     writer = writer_stats(settings.worker.health_address)
     report: dict[str, Any] = {
+        "error": unreachable,
         "url": redact(url),
         "revision": revision,
         "head": head_revision(),
@@ -214,10 +220,14 @@ def status_cmd(ctx: click.Context, as_json: bool) -> None:
     }
     if as_json:
         click.echo(json.dumps(report, indent=2, default=str))
+        if unreachable:
+            ctx.exit(1)
         return
     click.echo(f"database:  {report['url']}")
     state = "head" if report["up_to_date"] else f"behind head {report['head']}"
-    if missing is not None:
+    if unreachable:
+        click.echo(f"revision:  unknown ({unreachable})")
+    elif missing is not None:
         click.echo("revision:  none (no database file yet: run `toolwarden db upgrade`)")
     elif revision is None:
         click.echo("revision:  none (not migrated: run `toolwarden db upgrade`)")
@@ -240,6 +250,8 @@ def status_cmd(ctx: click.Context, as_json: bool) -> None:
         lag_text = "-" if lag is None else f"{float(lag):.1f}s"
         label = writer.get("state") or ("connected" if writer.get("connected") else "disconnected")
         click.echo(f"writer:    {label}, backlog {writer.get('backlog', '-')}, lag {lag_text}")
+    if unreachable:
+        ctx.exit(1)
 
 
 @db.command("rebuild")
