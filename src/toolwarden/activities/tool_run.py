@@ -193,7 +193,8 @@ class ToolActivities:
         if decided:  # relaunched after exit-and-relaunch: decision to running again
             metrics.resume_latency(spec.tool_name, (launched.started_at - max(decided)).total_seconds())
         metrics.attempt_started(spec.tool_name)
-        self._beat(state)
+        # No heartbeat at launch: the first tick sends one, and a tool that ends sooner costs
+        # no heartbeat RPC at all.
         ending = None
         try:
             ending = await supervise(
