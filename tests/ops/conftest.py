@@ -12,6 +12,8 @@ from pathlib import Path
 
 import pytest
 
+POLL_INTERVAL = 0.02  # between checks of a condition, not a wait for time to pass
+
 REPO = Path(__file__).resolve().parents[2]
 
 
@@ -34,7 +36,7 @@ async def eventually(
             return
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out after {timeout}s waiting for {what}")
-        await asyncio.sleep(0.02)
+        await asyncio.sleep(POLL_INTERVAL)
 
 
 def require_tool(name: str, apt_package: str) -> str:

@@ -39,6 +39,8 @@ from toolwarden.worker.devserver import DevServer
 from toolwarden.worker.health import Readiness, http_get
 from toolwarden.worker.runner import WorkerService
 
+POLL_INTERVAL = 0.05  # between checks of a condition, not a wait for time to pass
+
 T = TypeVar("T")
 
 SHUTDOWN_GRACE_S = 2.0
@@ -448,7 +450,7 @@ async def test_sigterm_drains_the_worker_and_the_run_moves_to_the_next_one(
             draining = await status_is(health_address, 503)
             if draining is not None:
                 tool_alive_while_draining = psutil.pid_exists(pid) and group_alive(pgid)
-        await asyncio.sleep(0.05)
+        await asyncio.sleep(POLL_INTERVAL)
     took = time.monotonic() - sent
 
     assert first.process.returncode == 0, first.output()

@@ -21,6 +21,8 @@ from temporalio.client import Client
 from tests.conftest import make_settings
 from toolwarden.client import Unavailable, connect_client
 
+RETRY_INTERVAL = 0.25  # between retries until a deadline
+
 # Generous: the real-server tests run on loaded CI machines, next to other suites.
 SERVER_DEADLINE = 60.0
 
@@ -52,4 +54,4 @@ async def client(temporal_address: str, server_home: Path) -> Client:
         except Unavailable:
             if time.monotonic() > deadline:
                 raise
-        await asyncio.sleep(0.25)
+        await asyncio.sleep(RETRY_INTERVAL)

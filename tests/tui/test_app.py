@@ -21,6 +21,8 @@ from toolwarden.tui.backend import SupervisorAPI
 from toolwarden.tui.screens.decision import DecisionDialog
 from toolwarden.tui.screens.dialogs import CancelDialog
 
+RETRY_INTERVAL = 0.25  # between retries until a deadline
+
 SIZE = (140, 40)
 REFRESH = 0.5
 # Generous on purpose: the machine may be loaded by other suites, and the app's own limits
@@ -80,7 +82,7 @@ async def result_of(handle: RunHandle) -> RunResult:
         except SupervisorError:
             if time.monotonic() > deadline:
                 raise
-        await asyncio.sleep(0.25)
+        await asyncio.sleep(RETRY_INTERVAL)
 
 
 async def status_of(handle: RunHandle) -> RunStatus:
@@ -92,7 +94,7 @@ async def status_of(handle: RunHandle) -> RunStatus:
         except SupervisorError:
             if time.monotonic() > deadline:
                 raise
-        await asyncio.sleep(0.25)
+        await asyncio.sleep(RETRY_INTERVAL)
 
 
 def approval_ids(app: ToolwardenApp) -> list[str]:
