@@ -11,58 +11,25 @@ import sys
 import tempfile
 import textwrap
 from collections.abc import AsyncIterator, Iterator
-from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from tests.conftest import eventually
+from tests.harness import DECIDED_AT, Harness
 from toolwarden import protocol, tool
-from toolwarden.channel import NotifyPending, ToolChannel
-from toolwarden.models import ApprovalAsk, ApprovalState, Decision
+from toolwarden.channel import ToolChannel
+from toolwarden.models import ApprovalState
 
 ROOT = Path(__file__).resolve().parent.parent
 APPROVAL_TOOL = ROOT / "tests" / "tools" / "approval_tool.py"
 BEAT_TOOL = ROOT / "tests" / "tools" / "beat_tool.py"
 EXAMPLES = ROOT / "examples" / "tools"
 DEADLINE = 20.0
-DECIDED_AT = datetime(2030, 1, 1, tzinfo=UTC)
 INTERVAL = 0.2
 
-
-
-@dataclass
-class Harness:
-    """A scripted supervisor: records heartbeats and requests, answers when the test says."""
-
-    heartbeats: list[tuple[float | None, str | None]] = field(default_factory=list)
-    asks: list[ApprovalAsk] = field(default_factory=list)
-    answers: dict[str, asyncio.Future[Decision]] = field(default_factory=dict)
-    send_pending: bool = True
-    raises: Exception | None = None
-
-    def on_heartbeat(self, progress: float | None, message: str | None) -> None:
-        self.heartbeats.append((progress, message))
-
-    def answer(self, key: str) -> asyncio.Future[Decision]:
-        if key not in self.answers:
-            self.answers[key] = asyncio.get_running_loop().create_future()
-        return self.answers[key]
-
-    def decide(self, key: str, outcome: ApprovalState, approved: bool, **extra: Any) -> None:
-        self.answer(key).set_result(
-            Decision(key=key, outcome=outcome, approved=approved, decided_at=DECIDED_AT, **extra)
-        )
-
-    async def on_request(self, ask: ApprovalAsk, notify_pending: NotifyPending) -> Decision:
-        self.asks.append(ask)
-        if self.raises is not None:
-            raise self.raises
-        if self.send_pending:
-            notify_pending(f"run-7/{ask.key}", DECIDED_AT)
-        return await self.answer(ask.key)
 
 
 @dataclass

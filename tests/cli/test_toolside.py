@@ -10,54 +10,24 @@ import subprocess
 import sys
 import tempfile
 from collections.abc import AsyncIterator, Iterator
-from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import click
 import pytest
 from click.testing import CliRunner, Result
 
 from tests.conftest import eventually
+from tests.harness import DECIDED_AT, Harness
 from toolwarden import protocol
-from toolwarden.channel import NotifyPending, ToolChannel
+from toolwarden.channel import ToolChannel
 from toolwarden.cli.toolside import ask, beat, default_key, parse_duration
-from toolwarden.models import ApprovalAsk, ApprovalState, Decision
+from toolwarden.models import ApprovalState
 
 ROOT = Path(__file__).resolve().parents[2]
 ASK_TOOL = ROOT / "tests" / "tools" / "ask_tool.sh"
 DEADLINE = 20.0
-DECIDED_AT = datetime(2030, 1, 1, tzinfo=UTC)
 
-
-
-@dataclass
-class Harness:
-    heartbeats: list[tuple[float | None, str | None]] = field(default_factory=list)
-    asks: list[ApprovalAsk] = field(default_factory=list)
-    answers: dict[str, asyncio.Future[Decision]] = field(default_factory=dict)
-    raises: Exception | None = None
-
-    def on_heartbeat(self, progress: float | None, message: str | None) -> None:
-        self.heartbeats.append((progress, message))
-
-    def answer(self, key: str) -> asyncio.Future[Decision]:
-        if key not in self.answers:
-            self.answers[key] = asyncio.get_running_loop().create_future()
-        return self.answers[key]
-
-    def decide(self, key: str, outcome: ApprovalState, approved: bool, **extra: Any) -> None:
-        self.answer(key).set_result(
-            Decision(key=key, outcome=outcome, approved=approved, decided_at=DECIDED_AT, **extra)
-        )
-
-    async def on_request(self, ask: ApprovalAsk, notify_pending: NotifyPending) -> Decision:
-        self.asks.append(ask)
-        if self.raises is not None:
-            raise self.raises
-        notify_pending(f"run-3/{ask.key}", DECIDED_AT)
-        return await self.answer(ask.key)
 
 
 @dataclass
@@ -90,7 +60,7 @@ def sock_dir() -> Iterator[Path]:
 
 @pytest.fixture
 async def env(sock_dir: Path) -> AsyncIterator[Env]:
-    harness = Harness()
+    harness = Harness(run_id="run-3")
     channel = ToolChannel(
         sock_dir / "s.sock",
         run_id="run-3",
