@@ -14,7 +14,6 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Any
 
-import yaml
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, field_validator
 from pydantic_settings import (
     BaseSettings,
@@ -320,6 +319,8 @@ def load_settings(explicit: str | Path | None = None, **overrides: Any) -> Setti
     """Load the effective settings; raise `ConfigError` with one line naming the bad key."""
     path = find_config_file(explicit)
     if path is not None:
+        import yaml  # ~8 ms to import: commands run without a config file skip it
+
         try:
             data = yaml.safe_load(path.read_text())
         except yaml.YAMLError as exc:

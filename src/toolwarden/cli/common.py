@@ -45,8 +45,10 @@ def settings_of(ctx: click.Context) -> Settings:
 
 def run_async(coro: Coroutine[Any, Any, T]) -> T:
     """Run a command's coroutine; supervisor errors become one line and exit 1."""
+    from toolwarden.cli.main import end_startup_gc_pause
     from toolwarden.client import SupervisorError
 
+    end_startup_gc_pause()
     try:
         return asyncio.run(coro)
     except SupervisorError as exc:
