@@ -295,6 +295,9 @@ class AttemptResult(Model):
     pending_keys: list[str] = Field(default_factory=list)
     progress: float | None = None
     message: str | None = None
+    # Set by an activity that handed the run's end to the mirror itself (`closing_projection`);
+    # results recorded before this field existed read False, and their runs end as they did.
+    final_projected: bool = False
 
 
 class RunStatus(Model):
@@ -367,6 +370,81 @@ class PendingApproval(Model):
     approval: ApprovalRecord
     tool_name: str
     run_state: RunState
+
+
+OUTCOME_STATE = {
+    AttemptOutcome.SUCCEEDED: RunState.SUCCEEDED,
+    AttemptOutcome.FAILED: RunState.FAILED,
+    AttemptOutcome.KILLED: RunState.KILLED,
+    AttemptOutcome.HUNG: RunState.HUNG,
+    AttemptOutcome.TIMED_OUT: RunState.TIMED_OUT,
+    AttemptOutcome.CANCELLED: RunState.CANCELLED,
+    AttemptOutcome.FAILED_TO_START: RunState.FAILED_TO_START,
+}
+
+
+def ending_state(spec: RunSpec, retry_count: int, result: AttemptResult) -> RunState | None:
+    """The run's final state if `result` ends it; None if a decision or a retry comes next."""
+    if result.outcome is AttemptOutcome.AWAITING_DECISION:
+        return None
+    if result.outcome in RETRYABLE_OUTCOMES and retry_count < spec.retries:
+        return None
+    return OUTCOME_STATE[result.outcome]
+
+
+def closing_events(first_seq: int, at: datetime, result: AttemptResult, state: RunState) -> list[RunEvent]:
+    """The events that end a run on `result`, numbered from `first_seq`."""
+    return [
+        RunEvent(
+            seq=first_seq,
+            at=at,
+            kind="attempt_ended",
+            data={
+                "attempt": result.attempt,
+                "outcome": result.outcome.value,
+                "exit_code": result.exit_code,
+                "signal": result.signal,
+            },
+        ),
+        RunEvent(
+            seq=first_seq + 1,
+            at=at,
+            kind="run_ended",
+            data={"state": state.value, "exit_code": result.exit_code},
+        ),
+    ]
+
+
+def closing_projection(start: MirrorUpdate, result: AttemptResult) -> MirrorUpdate | None:
+    """The run's end as the mirror should show it, if `result` ends the run.
+
+    `start` is the projection the workflow sent with the attempt. The activity hands this to the
+    mirror as the tool exits, and the workflow, seeing `final_projected` with nothing else
+    recorded since the launch, ends the run on exactly these events and values; so the run's
+    end costs no `project_run` local activity.
+    """
+    status, spec = start.status, start.status.spec
+    if spec is None or not start.events or result.ended_at is None:
+        return None
+    state = ending_state(spec, status.retry_count, result)
+    if state is None or status.pending_approvals:
+        return None
+    final = result.model_copy(update={"final_projected": True})
+    at = result.ended_at
+    return MirrorUpdate(
+        status=status.model_copy(
+            update={
+                "state": state,
+                "updated_at": at,
+                "ended_at": at,
+                "exit_code": result.exit_code,
+                "signal": result.signal,
+                "error": result.error,
+                "last_attempt": final,
+            }
+        ),
+        events=closing_events(start.events[-1].seq + 1, at, result, state),
+    )
 
 
 def json_dump(model: BaseModel) -> dict[str, Any]:

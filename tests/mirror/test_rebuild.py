@@ -10,13 +10,20 @@ from typing import Any
 import pytest
 from sqlalchemy import select
 
-from tests.conftest import eventually
+from tests.conftest import eventually, tool
 from tests.mirror.conftest import T0, live, make_approval, make_events, make_status
 from toolwarden.config import MirrorSettings, Settings
 from toolwarden.mirror import MirrorWriter, downgrade, make_engine
 from toolwarden.mirror.rebuild import rebuild
 from toolwarden.mirror.schema import approvals, run_events, tool_runs
-from toolwarden.models import ApprovalState, MirrorUpdate, RunEvent, RunState, RunStatus
+from toolwarden.models import (
+    ApprovalState,
+    DecisionSignal,
+    MirrorUpdate,
+    RunEvent,
+    RunState,
+    RunStatus,
+)
 
 # Written by heartbeats only, or recording when rather than what: not restorable.
 NOT_REBUILT = {"mirrored_at", "last_heartbeat_at", "last_output_at"}
@@ -127,11 +134,20 @@ async def test_rebuild_from_temporal_matches_what_the_worker_wrote(
             gated = await supervisor.start_run(
                 settings.run_spec(run_id=run_id("gate"), argv=["true"], overrides={"approve_before": "Go?"})
             )
+            # A refusal while the tool runs is recorded after the activity projected the end.
+            go = settings.home / "go"
+            refused = await supervisor.start_run(
+                settings.run_spec(run_id=run_id("refused"), argv=[*tool("wait_for_file.py"), str(go)])
+            )
+            await eventually(lambda: _live(refused.status))
+            await refused._handle.signal("reject", DecisionSignal(key="nope", by="mallory"))
+            await eventually(lambda: _audited(refused.status))
+            go.touch()
             await eventually(lambda: _pending(gated.status))
             await supervisor.decide(f"{gated.run_id}/gate", approve=True, by="ann")
-            for handle in (ok, bad, gated):
+            for handle in (ok, bad, gated, refused):
                 await handle.result()
-            runs = {ok.run_id, bad.run_id, gated.run_id}
+            runs = {ok.run_id, bad.run_id, gated.run_id, refused.run_id}
 
             async def caught_up() -> bool:
                 rows = {r["run_id"]: r for r in dump(url)["runs"]}
@@ -162,9 +178,19 @@ async def test_rebuild_from_temporal_matches_what_the_worker_wrote(
             written = await rebuild_from_temporal(settings, run_ids=sorted(runs))
     finally:
         writer.stop(timeout=10)
-    assert written == 3
+    assert written == 4
     assert dump(url) == lost
+    kinds = [e["kind"] for e in lost["events"] if e["run_id"] == refused.run_id]
+    assert kinds[-3:] == ["attempt_ended", "run_ended", "approval_refused"]
 
 
 async def _pending(status: Any) -> bool:
     return bool((await status()).pending_approvals)
+
+
+async def _live(status: Any) -> bool:
+    return (await status()).live is not None
+
+
+async def _audited(status: Any) -> bool:
+    return bool((await status()).audit)

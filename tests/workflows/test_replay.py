@@ -18,12 +18,14 @@ from temporalio.worker import Replayer
 from tests.conftest import eventually, tool
 from toolwarden.client import Supervisor
 from toolwarden.config import Settings
+from toolwarden.models import DecisionSignal
 from toolwarden.workflows.tool_run import ToolRunWorkflow
 
 HISTORIES = Path(__file__).parent.parent / "histories"
 RECORD = os.environ.get("TOOLWARDEN_RECORD_HISTORIES") == "1"
-# Bump when the workflow changes behind `workflow.patched`; older files stay and keep replaying.
-HISTORY_TAG = "v2"
+# Bump when the workflow's commands change (behind `workflow.patched`, or keyed on a field that
+# older recorded results lack); older files stay and keep replaying.
+HISTORY_TAG = "v3"
 
 
 def replayer() -> Replayer:
@@ -66,6 +68,9 @@ async def test_fresh_histories_replay(
             run_id=run_id(), argv=[*tool("approval_tool.py"), "k", "Later", "--or-exit"]
         ),
         "cancelled": settings.run_spec(run_id=run_id(), argv=["sleep", "60"]),
+        "refused": settings.run_spec(
+            run_id=run_id(), argv=[*tool("wait_for_file.py"), str(tmp_path / "go")]
+        ),
     }
     for name, spec in scenarios.items():
         handle = await supervisor.start_run(spec)
@@ -82,6 +87,11 @@ async def test_fresh_histories_replay(
         if name == "cancelled":
             await eventually(lambda h=handle: _running(h))
             await handle.cancel()
+        if name == "refused":
+            await eventually(lambda h=handle: _running(h))
+            await handle._handle.signal("approve", DecisionSignal(key="nope", by="t"))
+            await eventually(lambda h=handle: _audited(h))
+            (tmp_path / "go").touch()
         await handle.result()
         history = await handle._handle.fetch_history()
         await replayer().replay_workflow(history)
@@ -93,3 +103,7 @@ async def test_fresh_histories_replay(
 async def _running(handle) -> bool:  # type: ignore[no-untyped-def]
     status = await handle.status()
     return status.live is not None
+
+
+async def _audited(handle) -> bool:  # type: ignore[no-untyped-def]
+    return bool((await handle.status()).audit)

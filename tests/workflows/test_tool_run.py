@@ -7,11 +7,13 @@ from pathlib import Path
 
 import psutil
 import pytest
+from temporalio.api.enums.v1 import EventType
+from temporalio.client import WorkflowHistory
 
 from tests.conftest import eventually, tool
 from toolwarden.client import DuplicateRun, Supervisor
 from toolwarden.config import Settings
-from toolwarden.models import AttemptOutcome, RunState
+from toolwarden.models import AttemptOutcome, DecisionSignal, RunState
 
 pytestmark = pytest.mark.usefixtures("worker")
 
@@ -212,3 +214,57 @@ async def test_output_is_visible_while_the_tool_runs(
     assert (await handle.result()).state is RunState.SUCCEEDED
     last = (await handle.status()).last_attempt
     assert last is not None and last.tail == ["first line", "second line"]
+
+
+def _markers(history: WorkflowHistory) -> list[str]:
+    return [
+        e.marker_recorded_event_attributes.marker_name
+        for e in history.events
+        if e.event_type == EventType.EVENT_TYPE_MARKER_RECORDED
+    ]
+
+
+async def test_the_activity_projects_the_end_of_the_run(
+    supervisor: Supervisor, settings: Settings, run_id
+) -> None:
+    handle = await supervisor.start_run(settings.run_spec(run_id=run_id(), argv=["sh", "-c", "exit 3"]))
+    result = await handle.result()
+    assert result.state is RunState.FAILED and result.exit_code == 3
+    # One marker: the `project-with-attempt` patch. No `project_run` local activity at the end.
+    assert _markers(await handle._handle.fetch_history()) == ["core_patch"]
+    status = await handle.status()
+    last = status.last_attempt
+    assert last is not None and last.final_projected
+    events = await handle.events()
+    assert [e.kind for e in events[-2:]] == ["attempt_ended", "run_ended"]
+    assert events[-1].at == status.ended_at == status.updated_at == last.ended_at
+
+
+async def test_a_refusal_during_the_attempt_is_recorded_after_it(
+    supervisor: Supervisor, settings: Settings, run_id, tmp_path: Path
+) -> None:
+    gate = tmp_path / "go"
+    handle = await supervisor.start_run(
+        settings.run_spec(run_id=run_id(), argv=[*tool("wait_for_file.py"), str(gate)])
+    )
+
+    async def running() -> bool:
+        return (await handle.status()).live is not None
+
+    await eventually(running)
+    await handle._handle.signal("approve", DecisionSignal(key="nope", by="mallory"))
+
+    async def audited() -> bool:
+        return any(a.kind == "decision_refused" for a in (await handle.status()).audit)
+
+    await eventually(audited)
+    gate.touch()
+    assert (await handle.result()).state is RunState.SUCCEEDED
+    events = await handle.events()
+    assert [e.kind for e in events[-3:]] == ["attempt_ended", "run_ended", "approval_refused"]
+    assert [e.seq for e in events] == list(range(1, len(events) + 1))
+    refused = events[-1]
+    reason = f"unknown approval {handle.run_id}/nope"
+    assert refused.data == {"key": "nope", "by": "mallory", "reason": reason}
+    assert refused.at < events[-2].at  # it keeps the time it happened
+    assert _markers(await handle._handle.fetch_history()).count("core_patch") == 2

@@ -31,6 +31,7 @@ from toolwarden.models import (
     Decision,
     LiveDetails,
     MirrorUpdate,
+    closing_projection,
 )
 from toolwarden.process import (
     Launched,
@@ -148,9 +149,24 @@ class ToolActivities:
         )
         await channel.start()
         try:
-            return await self._run(attempt, state, channel, stdout_path, stderr_path)
+            result = await self._run(attempt, state, channel, stdout_path, stderr_path)
         finally:
             await channel.close()
+        return self._close_run(attempt, state, result)
+
+    def _close_run(self, attempt: AttemptSpec, state: _Attempt, result: AttemptResult) -> AttemptResult:
+        """If this attempt ends the run, project the end now (see `closing_projection`).
+
+        Not when the tool asked for approvals: the workflow recorded events meanwhile, so it
+        projects the end itself.
+        """
+        if attempt.projection is None or state.asked:
+            return result
+        closing = closing_projection(attempt.projection, result)
+        if closing is None or closing.status.last_attempt is None:
+            return result
+        self._project(closing)
+        return closing.status.last_attempt
 
     async def _run(
         self,

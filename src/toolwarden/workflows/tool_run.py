@@ -7,7 +7,7 @@ happens in the `run_tool` and `project_run` activities.
 from __future__ import annotations
 
 import asyncio
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 from temporalio import workflow
@@ -50,6 +50,8 @@ with workflow.unsafe.imports_passed_through():
         RunState,
         RunStatus,
         approval_id,
+        closing_events,
+        ending_state,
     )
 
 
@@ -58,16 +60,7 @@ UNBOUNDED_ATTEMPT = timedelta(days=365)
 ACTIVITY_SLACK = timedelta(minutes=1)
 PROJECTION_TIMEOUT = timedelta(seconds=10)
 PROJECT_WITH_ATTEMPT = "project-with-attempt"  # workflow.patched id
-
-_OUTCOME_STATE = {
-    AttemptOutcome.SUCCEEDED: RunState.SUCCEEDED,
-    AttemptOutcome.FAILED: RunState.FAILED,
-    AttemptOutcome.KILLED: RunState.KILLED,
-    AttemptOutcome.HUNG: RunState.HUNG,
-    AttemptOutcome.TIMED_OUT: RunState.TIMED_OUT,
-    AttemptOutcome.CANCELLED: RunState.CANCELLED,
-    AttemptOutcome.FAILED_TO_START: RunState.FAILED_TO_START,
-}
+HOLD_REFUSALS = "hold-refusals-during-attempt"  # workflow.patched id, asked only when it applies
 
 
 @workflow.defn(name=WORKFLOW_NAME)
@@ -84,6 +77,9 @@ class ToolRunWorkflow:
         self._audit: list[AuditEntry] = []
         self._events: list[RunEvent] = []
         self._projected = 0
+        self._launch_events = 0  # events recorded when the current attempt was launched
+        self._attempt_running = False
+        self._held: list[RunEvent] = []  # refusals recorded once the attempt ends (_refused)
         self._published: tuple[str, str | None] | None = None
         self._started_at = workflow.now()
         self._updated_at = self._started_at
@@ -115,6 +111,10 @@ class ToolRunWorkflow:
             self._emit("attempt_started", attempt=self._attempt)
             result = await self._run_attempt(spec, resume)
             self._last = result
+            closed = self._close_as_projected(spec, result)
+            self._release_held()
+            if closed is not None:
+                return closed
             self._emit(
                 "attempt_ended",
                 attempt=self._attempt,
@@ -144,7 +144,8 @@ class ToolRunWorkflow:
                 )
                 await workflow.sleep(delay)
                 continue
-            state = _OUTCOME_STATE[result.outcome]
+            state = ending_state(spec, self._retry_count, result)
+            assert state is not None  # a decision or a retry was handled above
             return self._finish(
                 state, exit_code=result.exit_code, signal=result.signal, error=result.error
             )
@@ -173,15 +174,18 @@ class ToolRunWorkflow:
         close_timeout = (
             spec.timeout + spec.kill_grace + ACTIVITY_SLACK if spec.timeout else UNBOUNDED_ATTEMPT
         )
+        attempt = AttemptSpec(
+            spec=spec,
+            attempt=self._attempt,
+            resume=resume,
+            projection=self._projection_for_attempt(),
+        )
+        self._launch_events = len(self._events)
+        self._attempt_running = True
         try:
             result: AttemptResult = await workflow.execute_activity(
                 RUN_TOOL,
-                AttemptSpec(
-                    spec=spec,
-                    attempt=self._attempt,
-                    resume=resume,
-                    projection=self._projection_for_attempt(),
-                ),
+                attempt,
                 result_type=AttemptResult,
                 start_to_close_timeout=close_timeout,
                 heartbeat_timeout=spec.heartbeat_timeout,
@@ -202,6 +206,38 @@ class ToolRunWorkflow:
                 outcome=AttemptOutcome.FAILED,
                 error=f"supervision lost: {cause or exc}",
             )
+        finally:
+            self._attempt_running = False
+
+    def _close_as_projected(self, spec: RunSpec, result: AttemptResult) -> RunResult | None:
+        """End the run exactly as the activity already projected it (`closing_projection`).
+
+        Only if nothing was recorded since the launch: then the end computed where the tool ran
+        is the workflow's own, and it needs no `project_run` local activity. The branch reads
+        the recorded activity result, whose `final_projected` older activities never set, so
+        every existing history replays unchanged without a patch.
+        """
+        if not result.final_projected or len(self._events) != self._launch_events:
+            return None
+        state = ending_state(spec, self._retry_count, result)
+        pending = any(a.state is ApprovalState.PENDING for a in self._approvals.values())
+        if state is None or pending or result.ended_at is None:
+            return None
+        self._events.extend(closing_events(len(self._events) + 1, result.ended_at, result, state))
+        self._projected = len(self._events)
+        self._updated_at = result.ended_at
+        self._phase = state
+        self._final = RunResult(
+            run_id=self._run_id,
+            state=state,
+            exit_code=result.exit_code,
+            signal=result.signal,
+            error=result.error,
+            attempt=self._attempt,
+            retry_count=self._retry_count,
+        )
+        self._publish()
+        return self._final
 
     def _finish(
         self,
@@ -211,6 +247,7 @@ class ToolRunWorkflow:
         signal: str | None = None,
         error: str | None = None,
     ) -> RunResult:
+        self._release_held()
         for key, record in self._approvals.items():
             if record.state is ApprovalState.PENDING:
                 self._close(key, ApprovalState.CANCELLED, by=None, reason="run ended")
@@ -299,6 +336,31 @@ class ToolRunWorkflow:
             return f"already {record.state.value}{who}"
         return None
 
+    def _refused(self, key: str, by: str | None, refusal: str) -> None:
+        # While an attempt runs with nothing else recorded, the activity may end the run on the
+        # next two event numbers (closing_projection); a refusal would take one of them, so it
+        # is recorded once the attempt has ended. Asked only here, so other runs pay no marker.
+        if (
+            self._attempt_running
+            and len(self._events) == self._launch_events
+            and workflow.patched(HOLD_REFUSALS)
+        ):
+            self._held.append(
+                RunEvent(
+                    seq=0,  # numbered when released
+                    at=workflow.now(),
+                    kind="approval_refused",
+                    data={"key": key, "by": by, "reason": refusal},
+                )
+            )
+            return
+        self._emit("approval_refused", key=key, by=by, reason=refusal)
+
+    def _release_held(self) -> None:
+        held, self._held = self._held, []
+        for event in held:
+            self._emit(event.kind, at=event.at, **event.data)
+
     def _decide(
         self, key: str, approve: bool, by: str | None, reason: str | None, response: object
     ) -> DecideResult | None:
@@ -307,7 +369,7 @@ class ToolRunWorkflow:
             self._audit.append(
                 AuditEntry(at=workflow.now(), kind="decision_refused", key=key, by=by, detail=refusal)
             )
-            self._emit("approval_refused", key=key, by=by, reason=refusal)
+            self._refused(key, by, refusal)
             record = self._approvals.get(key)
             if record is None:
                 return None
@@ -426,10 +488,10 @@ class ToolRunWorkflow:
             updates.append(APPROVAL_STATE.value_set(current[1]))
         workflow.upsert_search_attributes(updates)
 
-    def _emit(self, kind: str, **data: JsonValue) -> None:
+    def _emit(self, kind: str, *, at: datetime | None = None, **data: JsonValue) -> None:
         self._updated_at = workflow.now()
         self._events.append(
-            RunEvent(seq=len(self._events) + 1, at=self._updated_at, kind=kind, data=data)
+            RunEvent(seq=len(self._events) + 1, at=at or self._updated_at, kind=kind, data=data)
         )
 
     async def _project_forever(self) -> None:
