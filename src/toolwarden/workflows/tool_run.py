@@ -4,8 +4,8 @@ Deterministic and small: time is `workflow.now()`, waits are timers and conditio
 happens in the `run_tool` and `project_run` activities.
 """
 
-from __future__ import annotations
-
+# No `from __future__ import annotations`: the sandbox re-imports this module for every run and
+# the SDK reads each handler's type hints, which as strings would be evaluated every time.
 import asyncio
 from datetime import datetime, timedelta
 from typing import Any
