@@ -43,12 +43,16 @@ def test_commands_without_the_client_end_the_pause_first(unreachable_config: Pat
 
 
 @pytest.mark.usefixtures("paused_gc")
-def test_client_commands_stay_paused_until_run_async(unreachable_config: Path) -> None:
-    # `--help` returns before `run_async`: the pause must still be on at that point.
-    result = CliRunner().invoke(cli, ["--config", str(unreachable_config), "approve", "--help"])
+@pytest.mark.parametrize("command", ["approve", "list", "tui"])
+def test_self_paced_commands_leave_the_pause_on(unreachable_config: Path, command: str) -> None:
+    # `--help` returns before `run_async` or the TUI's first frame, which end the pause.
+    result = CliRunner().invoke(cli, ["--config", str(unreachable_config), command, "--help"])
     assert result.exit_code == 0, result.output
     assert not gc.isenabled()
 
+
+@pytest.mark.usefixtures("paused_gc")
+def test_client_commands_end_the_pause_in_run_async(unreachable_config: Path) -> None:
     result = CliRunner().invoke(cli, ["--config", str(unreachable_config), "approve", "run/key"])
     assert result.exit_code == 1
     assert "does not answer" in result.stderr

@@ -409,3 +409,29 @@ async def test_keys_without_selection_warn(tmp_path: Path) -> None:
             await pilot.press(key)
             await until(pilot, functools.partial(notified, app, count))
             assert app.screen is app.screen_stack[0]  # no dialog opened on nothing
+
+
+async def test_the_first_load_waits_for_the_first_frame(tmp_path: Path) -> None:
+    """`toolwarden tui` starts with the collector paused; the first frame turns it back on,
+    and only then does the first load (which imports temporalio) start."""
+    import gc
+
+    from tests.tui.fakes import empty, fixed_clock
+
+    sup = empty(tmp_path)
+    loads_when_painted: list[bool] = []
+
+    async def factory() -> SupervisorAPI:
+        loads_when_painted.append(gc.isenabled())
+        return sup
+
+    app = make_app(factory, sup.settings, clock=fixed_clock, approver="alice")
+    gc.disable()
+    try:
+        async with app.run_test(size=SIZE) as pilot:
+            await until(pilot, lambda: app.snapshot is not None)
+            assert gc.isenabled()
+            assert loads_when_painted[:1] == [True]
+    finally:
+        gc.unfreeze()
+        gc.enable()

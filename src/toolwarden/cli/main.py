@@ -12,10 +12,11 @@ from typing import Any
 
 import click
 
-# Commands whose body goes straight to `run_async`, which ends the start-up GC pause itself once
-# temporalio is imported; every other command ends it before it runs.
-CLIENT_COMMANDS = frozenset(
-    {"run", "list", "show", "logs", "cancel", "approvals", "approve", "reject"}
+# Commands that end the start-up GC pause themselves: those whose body goes straight to
+# `run_async` (once temporalio is imported), and the TUI (once its first frame is painted).
+# Every other command ends it before it runs.
+SELF_PACED_COMMANDS = frozenset(
+    {"run", "list", "show", "logs", "cancel", "approvals", "approve", "reject", "tui"}
 )
 
 # name -> "module:attribute"; `beat` and `ask` must stay free of heavy imports.
@@ -107,7 +108,7 @@ class LazyGroup(click.Group):
 def cli(ctx: click.Context, config_path: str | None) -> None:
     """Supervise headless command-line tools as durable Temporal workflows."""
     ctx.obj = AppContext(config_path)
-    if ctx.invoked_subcommand not in CLIENT_COMMANDS:
+    if ctx.invoked_subcommand not in SELF_PACED_COMMANDS:
         end_startup_gc_pause()
 
 
