@@ -32,6 +32,16 @@ async def _short_idle(min_sleep: float = 0.0, max_sleep: float = 1.0) -> None:
 
 
 @pytest.fixture(autouse=True)
+def _gc_threshold() -> Iterator[None]:
+    """The app raises the collector's young threshold for itself; not for the rest of the run."""
+    import gc
+
+    threshold = gc.get_threshold()
+    yield
+    gc.set_threshold(*threshold)
+
+
+@pytest.fixture(autouse=True)
 def _fast_pilot(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     import textual.app
     import textual.pilot

@@ -138,6 +138,7 @@ class Loader:
         # Runs whose status query went unanswered (no worker for them now): skipped for a while,
         # so one silent run never holds up the whole refresh.
         self.silent_until: dict[str, float] = {}
+        self._pending: dict[str, tuple[RunStatus, list[PendingApproval]]] = {}
 
     async def load(self, run_filter: RunFilter, focus: Iterable[str] = ()) -> Snapshot:
         pending_runs, runs = await asyncio.gather(
@@ -152,10 +153,10 @@ class Loader:
         wanted = self._plan(list(focus), pending_ids, runs)
         await self._fetch(wanted)
         approvals = [
-            PendingApproval(approval=a, tool_name=status.tool_name, run_state=status.state)
+            approval
             for run_id in pending_ids
             if (status := self.statuses.get(run_id)) is not None
-            for a in status.pending_approvals
+            for approval in self._pending_of(status)
         ]
         approvals.sort(key=lambda p: (p.approval.requested_at, p.approval.approval_id))
         keep = set(pending_ids) | {r.run_id for r in runs} | set(focus)
@@ -164,7 +165,24 @@ class Loader:
                 self.statuses.pop(run_id, None)
                 self._fetched_at.pop(run_id, None)
                 self.silent_until.pop(run_id, None)
+                self._pending.pop(run_id, None)
         return Snapshot(approvals=approvals, runs=runs, statuses=dict(self.statuses))
+
+    def _pending_of(self, status: RunStatus) -> list[PendingApproval]:
+        """The run's pending approvals, the same objects for as long as its status is.
+
+        Most statuses are not queried again on a given refresh; rebuilding hundreds of rows
+        anyway would only feed the garbage collector, whose full passes stall the UI.
+        """
+        cached = self._pending.get(status.run_id)
+        if cached is not None and cached[0] is status:
+            return cached[1]
+        rows = [
+            PendingApproval(approval=a, tool_name=status.tool_name, run_state=status.state)
+            for a in status.pending_approvals
+        ]
+        self._pending[status.run_id] = (status, rows)
+        return rows
 
     def _plan(
         self, focus: list[str], pending_ids: list[str], runs: list[RunSummary]

@@ -56,9 +56,14 @@ def countdown(deadline: datetime, now: datetime) -> Text:
     """Time left before `deadline`, coloured as it runs out."""
     left = (deadline - now).total_seconds()
     if left <= 0:
-        return Text("expiring", style="bold red")
-    style = "bold red" if left < 60 else "yellow" if left < 600 else ""
-    return Text(human_seconds(left), style=style)
+        return styled("expiring", "bold red")
+    return styled(human_seconds(left), "bold red" if left < 60 else "yellow" if left < 600 else "")
+
+
+@functools.lru_cache(maxsize=4096)
+def styled(text: str, style: str) -> Text:
+    """Shared instances (never mutated), like `state_text`: equal cells are the same object."""
+    return Text(text, style=style)
 
 
 def progress_bar(progress: float | None, width: int = 10) -> str:

@@ -2,7 +2,15 @@
 
 `sync()` adds new rows, removes vanished ones and rewrites only the cells that changed, so a
 refresh of 1,000 rows where nothing moved costs a dictionary comparison, not a rebuild, and the
-cursor stays on the row the operator was looking at.
+cursor stays on the row the operator was looking at. Rows are described with plain strings and
+shared styled `Text` instances, compared as they are; a `Text` is built only for a cell that
+changed, so a refresh allocates next to nothing the collector would later have to scan.
+
+Only rows on screen (and a screen's worth either side) are rewritten; the others keep their
+latest values aside until a refresh finds them in view (within a second; rewriting as they
+scroll in would make every key press re-render the table). Ages and countdowns change every
+second on every row, and rewriting 1,000 rows a second is what made textual re-render, allocate
+and collect enough to stall the UI.
 """
 
 from __future__ import annotations
@@ -19,7 +27,13 @@ from textual.widgets import DataTable
 from toolwarden.models import PendingApproval, RunStatus, RunSummary
 from toolwarden.tui.format import ago, clip, coarse_ago, countdown, progress_bar, state_text
 
-Cells = tuple[RenderableType, ...]
+Cell = str | Text  # a str is shown as plain text, never parsed as markup
+Cells = tuple[Cell, ...]
+
+
+def renderable(cell: Cell) -> RenderableType:
+    # Plain strings in a DataTable are parsed as markup; tool-given text must not be.
+    return cell if isinstance(cell, Text) else Text(cell)
 
 
 @dataclass(frozen=True)
@@ -43,7 +57,8 @@ class KeyedTable(DataTable[RenderableType]):
 
     def __init__(self, *, id: str | None = None) -> None:
         super().__init__(id=id, cursor_type="row", zebra_stripes=True)
-        self._cells: dict[str, Cells] = {}
+        self._cells: dict[str, Cells] = {}  # what each row shows
+        self._wanted: dict[str, Cells] = {}  # what it should show once on screen
         self.order: list[str] = []
         for column in self.COLUMNS:
             self.add_column(column.label, key=column.key, width=column.width)
@@ -66,17 +81,14 @@ class KeyedTable(DataTable[RenderableType]):
         for key in [k for k in self._cells if k not in wanted]:
             self.remove_row(key)
             del self._cells[key]
+            del self._wanted[key]
         added = False
         for key, cells in rows:
-            old = self._cells.get(key)
-            if old is None:
-                self.add_row(*cells, key=key)
+            if key not in self._cells:
+                self.add_row(*map(renderable, cells), key=key)
+                self._cells[key] = cells
                 added = True
-            elif old != cells:
-                for column, before, after in zip(self.COLUMNS, old, cells, strict=True):
-                    if before != after:
-                        self.update_cell(key, column.key, after)
-            self._cells[key] = cells
+            self._wanted[key] = cells
         order = [key for key, _ in rows]
         if added or order != self.order:
             current = [str(row.key.value) for row in self.ordered_rows]
@@ -85,12 +97,25 @@ class KeyedTable(DataTable[RenderableType]):
                 first = self.COLUMNS[0].key
                 self.sort(first, key=lambda cell: position[self._key_of_cell(cell)])
         self.order = order
+        self.show_visible()
         if selected is not None and selected in wanted:
             index = self.get_row_index(selected)
             if index != self.cursor_row:
                 self.move_cursor(row=index, animate=False)
         elif self.row_count:
             self.move_cursor(row=min(cursor_row, self.row_count - 1), animate=False)
+
+    def show_visible(self) -> None:
+        """Bring the rows on screen, and a screen's worth either side, up to date."""
+        height = max(self.size.height, 1)
+        top = int(self.scroll_y)
+        for key in self.order[max(top - height, 0) : top + 2 * height]:
+            shown, wanted = self._cells[key], self._wanted[key]
+            if shown != wanted:
+                for column, before, after in zip(self.COLUMNS, shown, wanted, strict=True):
+                    if before != after:
+                        self.update_cell(key, column.key, renderable(after))
+                self._cells[key] = wanted
 
     def _key_of_cell(self, cell: object) -> str:
         """Row key from the first column's value (which holds the key itself)."""
@@ -117,12 +142,11 @@ class ApprovalsTable(KeyedTable):
 
 def approval_cells(p: PendingApproval, now: datetime) -> Cells:
     a = p.approval
-    # Plain strings in a DataTable are parsed as markup; tool-given text must not be.
     return (
-        Text(a.approval_id),
-        Text(clip(p.tool_name, 12)),
-        Text(clip(a.summary, 44)),
-        Text(ago(a.requested_at, now)),
+        a.approval_id,
+        clip(p.tool_name, 12),
+        clip(a.summary, 44),
+        ago(a.requested_at, now),
         countdown(a.expires_at, now),
     )
 
@@ -153,11 +177,11 @@ def run_cells(run: RunSummary, status: RunStatus | None, now: datetime) -> Cells
     if progress is None and status is not None and status.last_attempt is not None:
         progress = status.last_attempt.progress
     return (
-        Text(run.run_id),
+        run.run_id,
         state_text(state, run.status),
-        Text(clip(run.tool_name or (status.tool_name if status else "?"), 10)),
-        Text(str(status.attempt) if status is not None else "…"),
-        Text(coarse_ago(run.started_at, now)),
-        Text(beat),
-        Text(progress_bar(progress, 6)),
+        clip(run.tool_name or (status.tool_name if status else "?"), 10),
+        str(status.attempt) if status is not None else "…",
+        coarse_ago(run.started_at, now),
+        beat,
+        progress_bar(progress, 6),
     )
