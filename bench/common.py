@@ -16,7 +16,6 @@ import platform
 import shutil
 import socket
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -234,25 +233,26 @@ def machine_line() -> str:
     )
 
 
-def other_load() -> str:
-    """What else is busy on the machine (other people's tests), for the report."""
-    try:
-        out = subprocess.run(
-            ["ps", "-eo", "pcpu,comm", "--sort=-pcpu", "--no-headers"],
-            capture_output=True,
-            text=True,
-            timeout=5,
-            check=False,
-        ).stdout
-    except (OSError, subprocess.SubprocessError):
-        return "unknown"
-    busy = []
-    for line in out.splitlines()[:8]:
-        cpu, _, command = line.strip().partition(" ")
-        with contextlib.suppress(ValueError):
-            if float(cpu) >= 5.0:
-                busy.append(f"{command.strip()} {cpu}%")
-    return ", ".join(busy) or "nothing above 5% CPU"
+def other_load(window: float = 0.5) -> str:
+    """What else is busy on the machine right now (other people's tests), for the report.
+
+    Sampled over `window` seconds, this process excluded: `ps`'s %CPU is a lifetime average,
+    which made a freshly started bench report itself as the busiest process.
+    """
+    me = os.getpid()
+    procs = [p for p in psutil.process_iter(["name"]) if p.pid != me]
+    for proc in procs:
+        with contextlib.suppress(psutil.Error):
+            proc.cpu_percent(None)
+    time.sleep(window)
+    busy: list[tuple[float, str]] = []
+    for proc in procs:
+        with contextlib.suppress(psutil.Error):
+            cpu = proc.cpu_percent(None)
+            if cpu >= 5.0:
+                busy.append((cpu, proc.info["name"]))
+    busy.sort(reverse=True)
+    return ", ".join(f"{name} {cpu:.0f}%" for cpu, name in busy[:8]) or "nothing above 5% CPU"
 
 
 async def wait_for(check: Callable[[], Any], timeout: float, what: str, interval: float = 0.01) -> Any:
