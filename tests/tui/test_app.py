@@ -107,6 +107,20 @@ def stdout_of(settings: Settings, run_id: str) -> str:
     )
 
 
+async def open_dialog(
+    pilot: Pilot[None], app: ToolwardenApp, approval_id: str, key: str
+) -> DecisionDialog:
+    """Select `approval_id` in the approvals table and press `key` (a or r) on it."""
+    await until(pilot, lambda: approval_id in approval_ids(app))
+    app.approvals_table.move_cursor(row=approval_ids(app).index(approval_id))
+    await until(pilot, lambda: app.selection == ("approval", approval_id))
+    await pilot.press(key)
+    await until(pilot, lambda: isinstance(app.screen, DecisionDialog))
+    dialog = app.screen
+    assert isinstance(dialog, DecisionDialog)
+    return dialog
+
+
 async def test_empty_state(supervisor: Supervisor, settings: Settings) -> None:
     app = app_for(supervisor, settings)
     async with app.run_test(size=SIZE) as pilot:
@@ -128,11 +142,7 @@ async def test_approve_from_the_tui(
     handle = await start_asking(supervisor, settings, rid, "--details", '{"env": "prod"}')
     app = app_for(supervisor, settings)
     async with app.run_test(size=SIZE) as pilot:
-        await until(pilot, lambda: f"{rid}/deploy" in approval_ids(app))
-        app.approvals_table.move_cursor(row=approval_ids(app).index(f"{rid}/deploy"))
-        await until(pilot, lambda: app.selection == ("approval", f"{rid}/deploy"))
-        await pilot.press("a")
-        await until(pilot, lambda: isinstance(app.screen, DecisionDialog))
+        await open_dialog(pilot, app, f"{rid}/deploy", "a")
         await type_into(pilot, "#reason", "looks good")
         await pilot.press("tab")
         await type_into(pilot, "#response", '{"ticket": "OPS-1"}')
@@ -161,13 +171,7 @@ async def test_reject_requires_a_reason(
     handle = await start_asking(supervisor, settings, rid)
     app = app_for(supervisor, settings)
     async with app.run_test(size=SIZE) as pilot:
-        await until(pilot, lambda: f"{rid}/deploy" in approval_ids(app))
-        app.approvals_table.move_cursor(row=approval_ids(app).index(f"{rid}/deploy"))
-        await until(pilot, lambda: app.selection == ("approval", f"{rid}/deploy"))
-        await pilot.press("r")
-        await until(pilot, lambda: isinstance(app.screen, DecisionDialog))
-        dialog = app.screen
-        assert isinstance(dialog, DecisionDialog)
+        dialog = await open_dialog(pilot, app, f"{rid}/deploy", "r")
         reason = dialog.query_one("#reason", Input)
         await until(pilot, lambda: reason.has_focus)
         await pilot.press("enter")  # no reason: refused in the dialog
@@ -193,13 +197,7 @@ async def test_decision_elsewhere_is_reported_in_the_dialog(
     handle = await start_asking(supervisor, settings, rid)
     app = app_for(supervisor, settings)
     async with app.run_test(size=SIZE) as pilot:
-        await until(pilot, lambda: f"{rid}/deploy" in approval_ids(app))
-        app.approvals_table.move_cursor(row=approval_ids(app).index(f"{rid}/deploy"))
-        await until(pilot, lambda: app.selection == ("approval", f"{rid}/deploy"))
-        await pilot.press("a")
-        await until(pilot, lambda: isinstance(app.screen, DecisionDialog))
-        dialog = app.screen
-        assert isinstance(dialog, DecisionDialog)
+        dialog = await open_dialog(pilot, app, f"{rid}/deploy", "a")
         # Someone else rejects from the CLI while the dialog is open.
         elsewhere = await supervisor.decide(
             f"{rid}/deploy", approve=False, by="bob", reason="freeze"
@@ -227,13 +225,7 @@ async def test_decision_race_reported_by_decide_result(
     handle = await start_asking(supervisor, settings, rid)
     app = app_for(supervisor, settings)
     async with app.run_test(size=SIZE) as pilot:
-        await until(pilot, lambda: f"{rid}/deploy" in approval_ids(app))
-        app.approvals_table.move_cursor(row=approval_ids(app).index(f"{rid}/deploy"))
-        await until(pilot, lambda: app.selection == ("approval", f"{rid}/deploy"))
-        await pilot.press("a")
-        await until(pilot, lambda: isinstance(app.screen, DecisionDialog))
-        dialog = app.screen
-        assert isinstance(dialog, DecisionDialog)
+        dialog = await open_dialog(pilot, app, f"{rid}/deploy", "a")
         # Hold the dialog's state poll off (it skips while a decision is being sent), so it
         # cannot notice carol's decision first, however slowly this test runs.
         dialog.submitting = True
