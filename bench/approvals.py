@@ -4,15 +4,20 @@
 
 On one private dev server with one toolwarden worker in this process, each sample is a run of
 bench/tools/stamp_approval_tool.py waiting (blocked in `request_approval`) on a pending
-approval. It is decided by one of three deciders, interleaved in the same run:
+approval. It is decided by one of four deciders, interleaved in the same run:
   toolwarden  `toolwarden approve RUN/k --by bench` (the installed console script; a `decide`
               update that reports whether the decision took effect);
   python      bench/tools/signal_minimal.py: temporalio alone, one `approve` signal with the
               documented payload {"key": "k", "by": "bench"};
+  floor       bench/tools/signal_floor.py: the same signal sent the way the project's conventions
+              require of any decider (click, pydantic-settings, a pydantic model through the
+              SDK's pydantic data converter), without toolwarden: the lowest a conforming
+              `approve` could go;
   go          `temporal workflow signal --workflow-id RUN --name approve --input '{...}'`.
 The round trip runs from just before the decider's process is started to the instant the tool
 writes `time.time()` after `request_approval` returns. Targets: toolwarden within 1.3 times the
-minimal Python script (p50), and from the signal reaching the workflow (its
+minimal Python script (p50; the floor's ratio says how much of that the libraries alone take),
+and from the signal reaching the workflow (its
 WorkflowExecutionSignaled / WorkflowExecutionUpdateAccepted event time in the history) to the
 tool holding the decision, p50 under 100 ms.
 
@@ -55,11 +60,12 @@ from toolwarden.models import RunState
 from toolwarden.worker.runner import build_worker
 
 KEY = "k"
-METHODS = ("toolwarden", "python", "go")
+METHODS = ("toolwarden", "python", "floor", "go")
 PENDING_TIMEOUT = 60.0
 DECISION_TIMEOUT = 60.0
 STAMP_TOOL = BENCH_DIR / "tools" / "stamp_approval_tool.py"
 SIGNAL_MINIMAL = BENCH_DIR / "tools" / "signal_minimal.py"
+SIGNAL_FLOOR = BENCH_DIR / "tools" / "signal_floor.py"
 
 
 @dataclass
@@ -87,6 +93,8 @@ def decider_argv(method: str, server: BenchServer, run_id: str) -> list[str]:
         return [console_script("toolwarden"), "approve", f"{run_id}/{KEY}", "--by", "bench"]
     if method == "python":
         return [sys.executable, str(SIGNAL_MINIMAL), server.address, "default", run_id, KEY]
+    if method == "floor":
+        return [sys.executable, str(SIGNAL_FLOOR), server.address, "default", run_id, KEY]
     return [
         console_script("temporal"),
         "workflow",
@@ -236,13 +244,20 @@ def report(results: Results, samples: int) -> None:
             f"{ms(max(trips)):>8}  {ms(median([s.decider_exit for s in rows])):>13}  "
             f"{_row(method, inner):>24}  {_row(method, arrival):>26}"
         )
-    tw = [s.round_trip for s in results.of("toolwarden")]
-    py = [s.round_trip for s in results.of("python")]
+    tw, py, floor = (
+        [s.round_trip for s in results.of(method)] for method in ("toolwarden", "python", "floor")
+    )
     ratio = median(tw) / median(py)
     ratio95 = percentile(tw, 95) / percentile(py, 95)
     print(
         f"round trip, toolwarden / minimal Python: p50 {ratio:.2f}x, p95 {ratio95:.2f}x "
         f"(target within 1.3x: {'met' if ratio <= 1.3 else 'NOT met'})"
+    )
+    print(
+        f"    of which the required libraries (floor / minimal Python): p50 "
+        f"{median(floor) / median(py):.2f}x, p95 {percentile(floor, 95) / percentile(py, 95):.2f}x; "
+        f"toolwarden's own (toolwarden / floor): p50 {median(tw) / median(floor):.2f}x, "
+        f"p95 {percentile(tw, 95) / percentile(floor, 95):.2f}x"
     )
     for label, attr in (("event", "signal_to_tool"), ("arrival", "arrival_to_tool")):
         values = [v for s in results.samples if (v := getattr(s, attr)) is not None]
@@ -260,7 +275,7 @@ def report(results: Results, samples: int) -> None:
                 f"abnormally after the decision took effect (codes "
                 f"{sorted({s.exit_code for s in bad})}; first: {first[0] if first else '-'})"
             )
-    missing = 3 * samples - sum(1 for s in results.samples if s.signal_to_tool is not None)
+    missing = len(METHODS) * samples - sum(1 for s in results.samples if s.signal_to_tool is not None)
     if missing:
         print(f"    ({missing} samples had no signal/update event in their history)")
 
