@@ -74,8 +74,11 @@ def _clean_env(monkeypatch: pytest.MonkeyPatch) -> None:
     for key in list(os.environ):
         if key.startswith("TOOLWARDEN_"):
             monkeypatch.delenv(key)
-    # The venv's bin (toolwarden, temporal) must be on PATH for tool scripts.
-    monkeypatch.setenv("PATH", f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}")
+    # Tools find `toolwarden` through the worker's shim, not the venv: keep the venv off PATH,
+    # as under systemd or with `.venv/bin/toolwarden up` from a shell that never activated it.
+    venv_bin = str(Path(sys.executable).parent)
+    path = [p for p in os.environ.get("PATH", os.defpath).split(os.pathsep) if p != venv_bin]
+    monkeypatch.setenv("PATH", os.pathsep.join(path))
 
 
 @pytest.fixture(scope="session")

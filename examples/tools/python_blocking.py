@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Blocking approval: the tool stays alive, heartbeating, until a person decides.
 
-toolwarden run -- python examples/tools/python_blocking.py
+toolwarden run -- .venv/bin/python examples/tools/python_blocking.py
 toolwarden approvals                     # shows RUN/apply-patch
 toolwarden approve RUN/apply-patch --response '{"message": "ship it"}'
 """

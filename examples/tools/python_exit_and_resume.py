@@ -6,7 +6,7 @@ supervisor waits for the decision with nothing running, then relaunches this scr
 decision in $TOOLWARDEN_RESUME, where the same call returns it at once. Everything before the
 call therefore runs again on relaunch: keep it idempotent (or skip it when resuming).
 
-    toolwarden run -- python examples/tools/python_exit_and_resume.py
+    toolwarden run -- .venv/bin/python examples/tools/python_exit_and_resume.py
     toolwarden reject RUN/delete-old-backups --reason "keep them until the audit"
 """
 

@@ -208,6 +208,11 @@ class Settings(BaseSettings):
         return self.home / "logs"
 
     @property
+    def tool_bin_dir(self) -> Path:
+        # Holds only the worker's `toolwarden` shim, first on every tool's PATH.
+        return self.home / "bin"
+
+    @property
     def server_db_file(self) -> Path:
         return self.server.db_file or self.home / "temporal.db"
 

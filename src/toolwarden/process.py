@@ -10,6 +10,7 @@ import asyncio
 import contextlib
 import errno
 import os
+import shlex
 import shutil
 import signal
 import sys
@@ -27,6 +28,7 @@ READ_CHUNK = 64 * 1024
 MAX_TAIL_LINE = 2000
 EXIT_NOT_EXECUTABLE = 126
 EXIT_NOT_FOUND = 127
+CLI_SHIM_NAME = "toolwarden"
 
 
 # `setpriv --pdeathsig KILL` (util-linux) sets PR_SET_PDEATHSIG and execs the tool, so the tool
@@ -46,6 +48,39 @@ def resolve_executable(argv0: str, cwd: str | None, env: dict[str, str]) -> None
         return
     if shutil.which(argv0, path=env.get("PATH", os.defpath)) is None:
         raise LaunchError(f"{argv0}: No such file or directory in PATH", EXIT_NOT_FOUND)
+
+
+def install_cli_shim(directory: Path, interpreter: str = sys.executable) -> Path:
+    """Write `DIRECTORY/toolwarden`, running this installation's CLI; return DIRECTORY.
+
+    Tools inherit the worker's environment, and its PATH need not hold the worker's own install
+    (`/opt/toolwarden/bin/toolwarden worker` under systemd, `.venv/bin/toolwarden up` without
+    activating the venv), so `toolwarden beat` and `toolwarden ask` would not be found. A
+    directory holding only this shim goes first on every tool's PATH: it shadows nothing else,
+    and the tool talks to the worker with the worker's own version of the protocol.
+    """
+    text = (
+        "#!/bin/sh\n"
+        "# Written by the toolwarden worker: its own CLI, for `toolwarden beat` and `ask` in tools.\n"
+        f'exec {shlex.quote(interpreter)} -m toolwarden.cli "$@"\n'
+    )
+    shim = directory / CLI_SHIM_NAME
+    with contextlib.suppress(OSError):
+        if shim.read_text() == text and os.access(shim, os.X_OK):
+            return directory
+    directory.mkdir(parents=True, exist_ok=True)
+    # Written aside and renamed: a tool starting meanwhile never runs half a script.
+    partial = directory / f".{CLI_SHIM_NAME}.{os.getpid()}"
+    partial.write_text(text)
+    partial.chmod(0o755)
+    os.replace(partial, shim)
+    return directory
+
+
+def path_with_first(directory: Path, path: str | None) -> str:
+    """A PATH value that searches DIRECTORY first, then PATH (the OS default when unset)."""
+    rest = (os.defpath if path is None else path).split(os.pathsep)
+    return os.pathsep.join([str(directory), *(entry for entry in rest if entry != str(directory))])
 
 
 def with_parent_death_signal(argv: list[str]) -> list[str]:

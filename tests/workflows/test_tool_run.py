@@ -35,6 +35,22 @@ async def test_success_records_output_and_process(
     assert status.tool_name == "sh"
 
 
+async def test_tools_find_the_worker_toolwarden_first_on_any_path(
+    supervisor: Supervisor, settings: Settings, run_id
+) -> None:
+    # A run that sets its own PATH (no venv on it) still reaches the worker's CLI, first.
+    script = "command -v toolwarden; toolwarden beat --progress 0.5 --message half"
+    spec = settings.run_spec(
+        run_id=run_id("path"), argv=["sh", "-c", script], env={"PATH": "/usr/bin:/bin"}
+    )
+    handle = await supervisor.start_run(spec)
+    result = await handle.result()
+    assert (result.state, result.exit_code) == (RunState.SUCCEEDED, 0)
+    last = (await handle.status()).last_attempt
+    assert last is not None
+    assert Path(last.stdout_path or "").read_text() == f"{settings.tool_bin_dir / 'toolwarden'}\n"
+
+
 async def test_exit_code_is_reported(supervisor: Supervisor, settings: Settings, run_id) -> None:
     handle = await supervisor.start_run(
         settings.run_spec(run_id=run_id(), argv=["sh", "-c", "exit 7"])

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import json
+import logging
 import os
 import socket
 import time
@@ -37,8 +38,10 @@ from toolwarden.process import (
     Launched,
     LaunchError,
     drain_output,
+    install_cli_shim,
     kill_stale_group,
     launch,
+    path_with_first,
     supervise,
 )
 from toolwarden.protocol import (
@@ -52,6 +55,8 @@ from toolwarden.protocol import (
 RUN_TOOL = "run_tool"
 PROJECT_RUN = "project_run"
 MAX_TICK_SECONDS = 1.0
+
+log = logging.getLogger(__name__)
 
 
 class MirrorSink(Protocol):
@@ -124,6 +129,11 @@ class ToolActivities:
         self._mirror = mirror
         self._host = socket.gethostname()
         self.running = 0
+        self._cli_dir: Path | None = None
+        try:
+            self._cli_dir = install_cli_shim(settings.tool_bin_dir)
+        except OSError as exc:  # tools still run; `toolwarden ask` then needs it on their PATH
+            log.warning("cannot write the tools' toolwarden shim in %s: %s", settings.tool_bin_dir, exc)
 
     @activity.defn(name=RUN_TOOL)
     async def run_tool(self, attempt: AttemptSpec) -> AttemptResult:
@@ -179,6 +189,8 @@ class ToolActivities:
         spec = attempt.spec
         env = {k: v for k, v in os.environ.items() if k != ENV_RESUME}
         env.update(spec.env)
+        if self._cli_dir is not None:
+            env["PATH"] = path_with_first(self._cli_dir, env.get("PATH"))
         env[ENV_SOCKET] = str(channel.path)
         env[ENV_RUN_ID] = spec.run_id
         env[ENV_ATTEMPT] = str(attempt.attempt)
