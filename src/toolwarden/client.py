@@ -27,6 +27,7 @@ from temporalio.client import (
     WorkflowFailureError,
     WorkflowHandle,
     WorkflowUpdateFailedError,
+    WorkflowUpdateRPCTimeoutOrCancelledError,
 )
 from temporalio.common import (
     SearchAttributePair,
@@ -44,8 +45,10 @@ from toolwarden.models import (
     ApprovalState,
     DecideRequest,
     DecideResult,
+    DecisionSignal,
     LiveDetails,
     PendingApproval,
+    PendingApprovals,
     RunEvent,
     RunResult,
     RunSpec,
@@ -56,8 +59,10 @@ from toolwarden.models import (
 )
 from toolwarden.workflows import (
     APPROVAL_STATE,
+    APPROVE_SIGNAL,
     DECIDE_UPDATE,
     EVENTS_QUERY,
+    REJECT_SIGNAL,
     RUN_STATE,
     STATUS_QUERY,
     TOOL_NAME,
@@ -181,6 +186,9 @@ async def ensure_search_attributes(client: Client, namespace: str) -> None:
 
 
 QUERY_TIMEOUT = timedelta(seconds=15)
+# A worker answers a decision in milliseconds. Past this the run has no live worker: after a
+# worker crash another one takes its runs once the sticky queue times out (10 s), so wait longer.
+DECIDE_TIMEOUT = timedelta(seconds=15)
 _NO_WORKER_STATUSES = frozenset(
     {RPCStatusCode.DEADLINE_EXCEEDED, RPCStatusCode.FAILED_PRECONDITION, RPCStatusCode.CANCELLED}
 )
@@ -281,9 +289,14 @@ class RunHandle:
         request = DecideRequest(key=key, approve=approve, by=by, reason=reason, response=response)
         try:
             decided: DecideResult = await self._handle.execute_update(
-                DECIDE_UPDATE, request, result_type=DecideResult
+                DECIDE_UPDATE, request, result_type=DecideResult, rpc_timeout=DECIDE_TIMEOUT
             )
             return decided
+        except WorkflowUpdateRPCTimeoutOrCancelledError as exc:
+            if isinstance(exc.__cause__, asyncio.CancelledError):
+                raise
+            # An update needs a worker to land; a signal is durable without one.
+            return await self._queue_decision(request)
         except WorkflowUpdateFailedError as exc:
             cause = exc.cause
             message = cause.message if isinstance(cause, ApplicationError) else str(cause)
@@ -291,6 +304,26 @@ class RunHandle:
         except RPCError as exc:
             # A closed run rejects updates; say what became of the approval instead.
             raise ApprovalError(await self._closed_approval(key)) from exc
+
+    async def _queue_decision(self, request: DecideRequest) -> DecideResult:
+        signal = DecisionSignal(
+            key=request.key, by=request.by, reason=request.reason, response=request.response
+        )
+        try:
+            await self._handle.signal(APPROVE_SIGNAL if request.approve else REJECT_SIGNAL, signal)
+        except RPCError as exc:
+            raise ApprovalError(await self._closed_approval(request.key)) from exc
+        verb = "approval" if request.approve else "rejection"
+        return DecideResult(
+            took_effect=False,
+            queued=True,
+            message=(
+                f"queued: no worker answers run {self.run_id} now; your {verb} of "
+                f"{self.run_id}/{request.key} is recorded in the run's history and applies when "
+                "a worker picks the run up, unless it was decided or expired first "
+                f"(`toolwarden show {self.run_id}` tells)"
+            ),
+        )
 
     async def _closed_approval(self, key: str) -> str:
         try:
@@ -388,21 +421,29 @@ class Supervisor:
             )
         return rows
 
-    async def pending_approvals(self) -> list[PendingApproval]:
-        """Every pending approval of every running run, oldest first."""
+    async def pending_approvals(self) -> PendingApprovals:
+        """Every pending approval of every running run, oldest first, and the runs that are
+        waiting for a person but cannot say for what now (no worker answers their queries)."""
         runs = await self.list_runs(
             approval_state=ApprovalState.PENDING, running_only=True, limit=None
         )
         statuses = await asyncio.gather(
             *(self.get_run(r.run_id).status() for r in runs), return_exceptions=True
         )
-        rows = [
-            PendingApproval(approval=a, tool_name=s.tool_name, run_state=s.state)
-            for s in statuses
-            if isinstance(s, RunStatus)
-            for a in s.pending_approvals
-        ]
-        return sorted(rows, key=lambda p: p.approval.requested_at)
+        rows: list[PendingApproval] = []
+        unanswered: list[str] = []
+        for run, status in zip(runs, statuses, strict=True):
+            if isinstance(status, RunStatus):
+                rows += [
+                    PendingApproval(approval=a, tool_name=status.tool_name, run_state=status.state)
+                    for a in status.pending_approvals
+                ]
+            elif not isinstance(status, Exception):
+                raise status  # cancellation, not an answer
+            elif not isinstance(status, UnknownRun):  # a run deleted since the listing is gone
+                unanswered.append(run.run_id)
+        rows.sort(key=lambda p: p.approval.requested_at)
+        return PendingApprovals(approvals=rows, unanswered_runs=unanswered)
 
     async def decide(
         self,

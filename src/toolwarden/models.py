@@ -233,9 +233,17 @@ class DecideRequest(Model):
 
 
 class DecideResult(Model):
+    """What became of a decision: applied, refused (with the approval as it stands), or queued.
+
+    Queued: no worker answered in time, so the decision went as the durable `approve`/`reject`
+    signal instead; it applies when a worker picks the run up, unless the approval was decided
+    or expired first. Nothing is known of the approval then (`approval` is None).
+    """
+
     took_effect: bool
-    approval: ApprovalRecord
+    approval: ApprovalRecord | None = None
     message: str
+    queued: bool = False
 
 
 class AuditEntry(Model):
@@ -370,6 +378,16 @@ class PendingApproval(Model):
     approval: ApprovalRecord
     tool_name: str
     run_state: RunState
+
+
+class PendingApprovals(Model):
+    """What `approvals` lists: every pending approval that could be read, oldest first."""
+
+    approvals: list[PendingApproval]
+    # Runs that visibility shows waiting for a person but that did not answer the status query
+    # (queries need a worker, and none polls their task queue now): their approvals exist and
+    # can still be decided, but cannot be listed.
+    unanswered_runs: list[str] = Field(default_factory=list)
 
 
 OUTCOME_STATE = {

@@ -3,15 +3,20 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import json
 import time
 from collections.abc import Awaitable, Callable
+from datetime import timedelta
 from pathlib import Path
 
+import pytest
+from temporalio.client import Client
 from textual.pilot import Pilot
 from textual.widgets import Button, Input, Static
 
+import toolwarden.client
 from tests.conftest import eventually, free_port, make_settings, tool
 from toolwarden.client import RunHandle, Supervisor, SupervisorError, Unavailable
 from toolwarden.config import Settings
@@ -20,6 +25,7 @@ from toolwarden.tui.app import ToolwardenApp, make_app
 from toolwarden.tui.backend import SupervisorAPI
 from toolwarden.tui.screens.decision import DecisionDialog
 from toolwarden.tui.screens.dialogs import CancelDialog
+from toolwarden.worker.runner import build_worker
 
 RETRY_INTERVAL = 0.25  # between retries until a deadline
 
@@ -427,3 +433,33 @@ async def test_the_first_load_waits_for_the_first_frame(tmp_path: Path) -> None:
     finally:
         gc.unfreeze()
         gc.enable()
+
+
+async def test_a_decision_no_worker_applies_is_queued_with_a_warning(
+    supervisor: Supervisor,
+    settings: Settings,
+    client: Client,
+    run_id: Callable[[str], str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(toolwarden.client, "DECIDE_TIMEOUT", timedelta(seconds=1))
+    rid = run_id("tui-queued")
+    async with contextlib.AsyncExitStack() as worker:
+        await worker.enter_async_context(build_worker(client, settings))
+        # Exit and relaunch: the run waits with no tool, so stopping the worker stops nothing.
+        handle = await start_asking(supervisor, settings, rid, "--or-exit")
+        app = app_for(supervisor, settings)
+        async with app.run_test(size=SIZE) as pilot:
+            await open_dialog(pilot, app, f"{rid}/deploy", "a")
+            await worker.aclose()
+            seen = len(app._notifications)
+            await pilot.press("enter")
+            await until(pilot, lambda: not isinstance(app.screen, DecisionDialog))
+            await until(pilot, lambda: notified(app, seen + 1))
+            (last,) = list(app._notifications)[-1:]
+            assert last.message.startswith(f"queued: no worker answers run {rid} now")
+            assert last.severity == "warning"
+    async with build_worker(client, settings):
+        result = await result_of(handle)
+    assert result.state is RunState.SUCCEEDED
+    assert '"approved": true' in stdout_of(settings, rid)

@@ -13,10 +13,13 @@ from pathlib import Path
 import psutil
 import pytest
 
+import toolwarden.client
+from tests.cli.test_cli import invoke, write_config
 from tests.conftest import eventually, tool
 from toolwarden.client import Supervisor
 from toolwarden.config import Settings, WorkerSettings
 from toolwarden.models import ApprovalState, RunState
+from toolwarden.worker.runner import build_worker
 
 
 def worker_env(settings: Settings) -> dict[str, str]:
@@ -107,3 +110,52 @@ async def test_pending_approval_survives_a_worker_kill(
     final = await handle.result()
     assert final.state is RunState.SUCCEEDED
     assert workers[1].stop() == 0  # SIGTERM drains cleanly
+
+
+async def test_decisions_made_while_no_worker_runs_apply_when_one_returns(
+    client, settings: Settings, run_id, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    # How long the client waits for a worker before it says none answers.
+    monkeypatch.setattr(toolwarden.client, "DECIDE_TIMEOUT", timedelta(seconds=2))
+    monkeypatch.setattr(toolwarden.client, "QUERY_TIMEOUT", timedelta(seconds=2))
+    supervisor = Supervisor(client, settings)
+    # Exit-and-relaunch: while it waits nothing runs, so stopping the worker stops no tool.
+    spec = settings.run_spec(
+        run_id=run_id("queued"),
+        argv=[*tool("approval_tool.py"), "deploy", "Deploy", "--or-exit"],
+    )
+    async with build_worker(client, settings):
+        handle = await supervisor.start_run(spec)
+
+        async def parked() -> bool:
+            status = await handle.status()
+            return bool(status.pending_approvals) and status.live is None
+
+        await eventually(parked, timeout=60)
+
+    # Other tests' runs on this server may be waiting without a worker too.
+    listing = await supervisor.pending_approvals()
+    assert spec.run_id in listing.unanswered_runs
+    assert all(p.approval.run_id != spec.run_id for p in listing.approvals)
+    config = write_config(settings, tmp_path / "supervision.yaml")
+    listed = await invoke(config, "approvals")
+    assert listed.exit_code == 1
+    assert "waiting for approval did not answer, so their approvals are not listed" in listed.stderr
+    queued = await invoke(
+        config, "approve", f"{spec.run_id}/deploy", "--by", "ops", "--reason", "ok",
+        "--response", '{"branch": "main"}',
+    )
+    assert queued.exit_code == 0, queued.stderr
+    assert queued.stdout.startswith(f"queued: no worker answers run {spec.run_id} now")
+    assert f"approval of {spec.run_id}/deploy is recorded" in queued.stdout
+
+    async with build_worker(client, settings):
+        final = await handle.result()
+        status = await handle.status()
+    assert final.state is RunState.SUCCEEDED
+    (approval,) = status.approvals
+    assert (approval.state, approval.decided_by, approval.response) == (
+        ApprovalState.APPROVED, "ops", {"branch": "main"}
+    )
+    assert status.last_attempt is not None
+    assert any('"branch": "main"' in line for line in status.last_attempt.tail)

@@ -44,7 +44,7 @@ async def test_approve_with_response_reaches_the_tool(
     status = await pending(handle)
     assert status.state is RunState.WAITING_APPROVAL
     listed = await supervisor.pending_approvals()
-    assert any(p.approval.approval_id == f"{spec.run_id}/deploy" for p in listed)
+    assert any(p.approval.approval_id == f"{spec.run_id}/deploy" for p in listed.approvals)
     result = await supervisor.decide(
         f"{spec.run_id}/deploy", approve=True, by="alice", reason="ok",
         response={"branch": "main"},

@@ -11,7 +11,7 @@ from pydantic import JsonValue
 
 from toolwarden.cli.common import CliError, echo_json, human_seconds, run_async, settings_of, table
 from toolwarden.config import Settings
-from toolwarden.models import DecideResult
+from toolwarden.models import DecideResult, PendingApproval
 
 
 def default_approver() -> str:
@@ -41,36 +41,52 @@ def approvals(ctx: click.Context, show_all: bool, as_json: bool) -> None:
     async def go() -> None:
         from toolwarden.client import Supervisor
 
-        supervisor = await Supervisor.connect(settings_of(ctx))
-        pending = await supervisor.pending_approvals()
+        settings = settings_of(ctx)
+        supervisor = await Supervisor.connect(settings)
+        listing = await supervisor.pending_approvals()
+        pending = listing.approvals
         if as_json:
-            echo_json({"approvals": [p.model_dump(mode="json") for p in pending]})
-            return
-        if not pending:
+            echo_json(listing.model_dump(mode="json"))
+        elif not pending and not listing.unanswered_runs:
             click.echo("no pending approvals")
-            return
-        now = datetime.now(UTC)
-        table(
-            [
-                [
-                    p.approval.approval_id,
-                    p.approval.run_id,
-                    p.tool_name,
-                    human_seconds((now - p.approval.requested_at).total_seconds()),
-                    human_seconds((p.approval.expires_at - now).total_seconds()),
-                    p.approval.summary[:60],
-                ]
-                for p in pending
-            ],
-            ["id", "run", "tool", "age", "expires in", "summary"],
-        )
-        if show_all:
-            for p in pending:
-                if p.approval.details is not None:
-                    click.echo(f"\n{p.approval.approval_id} details:")
-                    click.echo(json.dumps(p.approval.details, indent=2))
+        elif pending:
+            _print_pending(pending, show_all)
+        if listing.unanswered_runs:
+            raise CliError(_unanswered(listing.unanswered_runs, settings.temporal.task_queue))
 
     run_async(go())
+
+
+def _unanswered(run_ids: list[str], task_queue: str) -> str:
+    shown = ", ".join(run_ids[:5]) + (f" and {len(run_ids) - 5} more" if len(run_ids) > 5 else "")
+    return (
+        f"{len(run_ids)} run(s) waiting for approval did not answer, so their approvals are not "
+        f"listed: {shown} (no worker on task queue '{task_queue}'? start one with "
+        "`toolwarden worker` or `toolwarden up`)"
+    )
+
+
+def _print_pending(pending: list[PendingApproval], show_all: bool) -> None:
+    now = datetime.now(UTC)
+    table(
+        [
+            [
+                p.approval.approval_id,
+                p.approval.run_id,
+                p.tool_name,
+                human_seconds((now - p.approval.requested_at).total_seconds()),
+                human_seconds((p.approval.expires_at - now).total_seconds()),
+                p.approval.summary[:60],
+            ]
+            for p in pending
+        ],
+        ["id", "run", "tool", "age", "expires in", "summary"],
+    )
+    if show_all:
+        for p in pending:
+            if p.approval.details is not None:
+                click.echo(f"\n{p.approval.approval_id} details:")
+                click.echo(json.dumps(p.approval.details, indent=2))
 
 
 def _check_approver(settings: Settings, by: str) -> None:
@@ -81,10 +97,12 @@ def _check_approver(settings: Settings, by: str) -> None:
 
 def _report(result: DecideResult) -> None:
     approval = result.approval
-    if result.took_effect:
+    if result.queued or approval is None:
+        click.echo(result.message)
+    elif result.took_effect:
         click.echo(f"{approval.approval_id} {approval.state.value} by {approval.decided_by}")
-        return
-    raise CliError(f"{approval.approval_id} not changed: {result.message}")
+    else:
+        raise CliError(f"{approval.approval_id} not changed: {result.message}")
 
 
 async def _decide(

@@ -452,7 +452,9 @@ class ToolwardenApp(App[None]):
         if result is None:
             return
         a = result.approval
-        if result.took_effect:
+        if result.queued or a is None:
+            self.say(result.message, severity="warning")
+        elif result.took_effect:
             self.say(f"{a.approval_id} {a.state.value} by {a.decided_by}")
             if self.snapshot is not None:  # show it gone now; the next load confirms
                 self.snapshot.approvals = [

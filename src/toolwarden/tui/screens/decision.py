@@ -208,7 +208,7 @@ class DecisionDialog(ModalScreen[DecideResult | None]):
             self.show_error(f"{prefix}: {describe_error(exc)}. Press enter to try again.")
             return
         self.submitting = False
-        if result.took_effect:
+        if result.took_effect or result.queued or result.approval is None:
             self.result = result
             self.dismiss(result)
             return
