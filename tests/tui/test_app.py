@@ -127,6 +127,14 @@ async def open_dialog(
     return dialog
 
 
+async def select_run(pilot: Pilot[None], app: ToolwardenApp, run_id: str) -> None:
+    """Focus the runs table and select `run_id` in it once it is listed."""
+    await until(pilot, lambda: run_id in app.runs_table.order)
+    app.runs_table.focus()
+    app.runs_table.move_cursor(row=app.runs_table.order.index(run_id))
+    await until(pilot, lambda: app.selection == ("run", run_id))
+
+
 async def test_empty_state(supervisor: Supervisor, settings: Settings) -> None:
     app = app_for(supervisor, settings)
     async with app.run_test(size=SIZE) as pilot:
@@ -257,10 +265,7 @@ async def test_cancel_a_run(
     handle = await start_asking(supervisor, settings, rid)
     app = app_for(supervisor, settings)
     async with app.run_test(size=SIZE) as pilot:
-        await until(pilot, lambda: rid in app.runs_table.order)
-        app.runs_table.focus()
-        app.runs_table.move_cursor(row=app.runs_table.order.index(rid))
-        await until(pilot, lambda: app.selection == ("run", rid))
+        await select_run(pilot, app, rid)
         await pilot.press("c")
         await until(pilot, lambda: isinstance(app.screen, CancelDialog))
         await type_into(pilot, "#reason", "wrong branch")
@@ -335,10 +340,7 @@ async def test_keys_open_and_close_screens(
     handle = await start_asking(supervisor, settings, rid)
     app = app_for(supervisor, settings)
     async with app.run_test(size=SIZE) as pilot:
-        await until(pilot, lambda: rid in app.runs_table.order)
-        app.runs_table.focus()
-        app.runs_table.move_cursor(row=app.runs_table.order.index(rid))
-        await until(pilot, lambda: app.selection == ("run", rid))
+        await select_run(pilot, app, rid)
         # Log view: shows the tool's output from the log files.
         await pilot.press("l")
         from textual.widgets import Log
