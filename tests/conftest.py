@@ -5,20 +5,18 @@ Each test gets its own data dir and task queue, so tests never see each other's 
 
 from __future__ import annotations
 
-import asyncio
 import os
-import socket
 import sys
-import time
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from datetime import timedelta
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import pytest
 from temporalio.client import Client
 
+from tests.support import TOOLS, eventually, free_port, tool
 from toolwarden.client import Supervisor, connect_client
 from toolwarden.config import (
     MirrorSettings,
@@ -30,43 +28,8 @@ from toolwarden.config import (
 from toolwarden.worker.devserver import DevServer
 from toolwarden.worker.runner import build_worker
 
-TOOLS = Path(__file__).parent / "tools"
-T = TypeVar("T")
+__all__ = ["TOOLS", "eventually", "free_port", "tool"]
 
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-async def eventually(
-    check: Callable[[], Awaitable[T] | T], timeout: float = 30.0, interval: float = 0.05
-) -> T:
-    """Wait until `check()` returns something truthy (awaiting it if needed), or fail."""
-    deadline = time.monotonic() + timeout
-    last: Any = None
-    while True:
-        try:
-            value = check()
-            if asyncio.iscoroutine(value) or isinstance(value, asyncio.Future):
-                value = await value
-            last = value
-            if value:
-                return value  # type: ignore[return-value]
-        except AssertionError as exc:
-            last = exc
-        if time.monotonic() > deadline:
-            raise AssertionError(f"condition not met within {timeout}s (last: {last!r})")
-        await asyncio.sleep(interval)
-
-
-def tool(name: str) -> list[str]:
-    """argv to run one of the scripts under tests/tools with this interpreter."""
-    path = TOOLS / name
-    if path.suffix == ".py":
-        return [sys.executable, str(path)]
-    return [str(path)]
 
 
 @pytest.fixture(autouse=True)

@@ -20,7 +20,7 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import eventually
+from tests.support import eventually
 from toolwarden import protocol
 from toolwarden.channel import NotifyPending, ToolChannel
 from toolwarden.models import ApprovalAsk, ApprovalState, Decision, ExpiryOutcome

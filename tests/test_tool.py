@@ -17,8 +17,8 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import eventually
 from tests.harness import DECIDED_AT, Harness
+from tests.support import eventually
 from toolwarden import protocol, tool
 from toolwarden.channel import ToolChannel
 from toolwarden.models import ApprovalState

@@ -14,7 +14,7 @@ import pytest
 import yaml
 from click.testing import CliRunner, Result
 
-from tests.conftest import eventually, tool
+from tests.support import eventually, tool
 from toolwarden.cli.main import cli
 from toolwarden.client import Supervisor
 from toolwarden.config import Settings

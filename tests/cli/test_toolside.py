@@ -17,8 +17,8 @@ import click
 import pytest
 from click.testing import CliRunner, Result
 
-from tests.conftest import eventually
 from tests.harness import DECIDED_AT, Harness
+from tests.support import eventually
 from toolwarden import protocol
 from toolwarden.channel import ToolChannel
 from toolwarden.cli.toolside import ask, beat, default_key, parse_duration

@@ -16,8 +16,8 @@ from typing import Any
 import pytest
 from click.testing import CliRunner, Result
 
-from tests.conftest import free_port
 from tests.mirror.conftest import make_approval, make_events, make_status
+from tests.support import free_port
 from toolwarden.cli.db import db
 from toolwarden.config import MirrorSettings, Settings, WorkerSettings
 from toolwarden.mirror import apply_update, head_revision, make_engine

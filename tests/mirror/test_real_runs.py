@@ -19,7 +19,7 @@ import pytest
 from sqlalchemy import Engine, select
 from temporalio.client import Client
 
-from tests.conftest import eventually, tool
+from tests.support import eventually, tool
 from toolwarden.client import RunHandle, Supervisor
 from toolwarden.config import MirrorSettings, Settings
 from toolwarden.mirror import MirrorWriter, make_engine

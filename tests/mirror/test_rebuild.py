@@ -10,8 +10,8 @@ from typing import Any
 import pytest
 from sqlalchemy import select
 
-from tests.conftest import eventually, tool
 from tests.mirror.conftest import T0, live, make_approval, make_events, make_status
+from tests.support import eventually, tool
 from toolwarden.config import MirrorSettings, Settings
 from toolwarden.mirror import MirrorWriter, downgrade, make_engine
 from toolwarden.mirror.rebuild import rebuild

@@ -12,7 +12,6 @@ import pytest
 from sqlalchemy import func, select
 from sqlalchemy.exc import DBAPIError
 
-from tests.conftest import free_port
 from tests.mirror.conftest import (
     PG_HOST,
     PG_PORT,
@@ -24,6 +23,7 @@ from tests.mirror.conftest import (
     wait_for,
 )
 from tests.mirror.tcpproxy import TcpProxy
+from tests.support import free_port
 from toolwarden.config import MirrorSettings
 from toolwarden.mirror import MirrorWriter, make_engine, upgrade
 from toolwarden.mirror.schema import run_events, tool_runs

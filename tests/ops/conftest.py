@@ -2,41 +2,14 @@
 
 from __future__ import annotations
 
-import asyncio
 import os
 import shutil
-import socket
-import time
-from collections.abc import Awaitable, Callable
-from pathlib import Path
 
 import pytest
 
-POLL_INTERVAL = 0.02  # between checks of a condition, not a wait for time to pass
+from tests.support import REPO, eventually, free_port
 
-REPO = Path(__file__).resolve().parents[2]
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-async def eventually(
-    check: Callable[[], Awaitable[bool] | bool], *, timeout: float = 10.0, what: str = "condition"
-) -> None:
-    """Wait until `check()` is true, polling, or fail after `timeout` seconds."""
-    deadline = time.monotonic() + timeout
-    while True:
-        result = check()
-        if isinstance(result, Awaitable):
-            result = await result
-        if result:
-            return
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
-        await asyncio.sleep(POLL_INTERVAL)
+__all__ = ["REPO", "eventually", "free_port"]
 
 
 def require_tool(name: str, apt_package: str) -> str:

@@ -24,7 +24,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.ops.conftest import REPO, free_port
+from tests.ops.conftest import REPO
+from tests.support import free_port
 from toolwarden.worker.health import HealthServer, Readiness
 
 DOCKERFILE = REPO / "Dockerfile"

@@ -29,7 +29,8 @@ from prometheus_client.metrics_core import Metric
 from prometheus_client.parser import text_string_to_metric_families
 from temporalio.client import Client, WorkflowExecutionStatus
 
-from tests.conftest import eventually, free_port, make_settings, tool
+from tests.conftest import make_settings
+from tests.support import eventually, free_port, tool
 from toolwarden import metrics
 from toolwarden.cli.health import health
 from toolwarden.client import RunHandle, Supervisor, connect_client

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner, Result
 
-from tests.ops.conftest import free_port
+from tests.support import free_port
 from toolwarden.cli.health import health
 from toolwarden.worker.health import HealthServer, Readiness
 

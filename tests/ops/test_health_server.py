@@ -12,7 +12,7 @@ from collections.abc import AsyncIterator
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.ops.conftest import eventually, free_port
+from tests.support import eventually, free_port
 from toolwarden import metrics
 from toolwarden.worker.health import (
     HealthServer,

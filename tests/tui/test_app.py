@@ -17,7 +17,8 @@ from textual.pilot import Pilot
 from textual.widgets import Button, Input, Static
 
 import toolwarden.client
-from tests.conftest import eventually, free_port, make_settings, tool
+from tests.conftest import make_settings
+from tests.support import eventually, free_port, tool
 from toolwarden.client import RunHandle, Supervisor, SupervisorError, Unavailable
 from toolwarden.config import Settings
 from toolwarden.models import ApprovalState, RunResult, RunState, RunStatus

@@ -19,7 +19,7 @@ from pathlib import Path
 from textual.pilot import Pilot
 from textual.widgets import Input, Static
 
-from tests.conftest import eventually
+from tests.support import eventually
 from tests.tui.fakes import FakeSupervisor, empty, fixed_clock, fleet
 from toolwarden.tui.app import ToolwardenApp, make_app
 from toolwarden.tui.backend import SupervisorAPI

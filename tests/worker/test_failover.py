@@ -15,7 +15,7 @@ import pytest
 
 import toolwarden.client
 from tests.cli.test_cli import invoke, write_config
-from tests.conftest import eventually, tool
+from tests.support import eventually, tool
 from toolwarden.client import Supervisor
 from toolwarden.config import Settings, WorkerSettings
 from toolwarden.models import ApprovalState, RunState

@@ -7,7 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import eventually, free_port, make_settings, tool
+from tests.conftest import make_settings
+from tests.support import eventually, free_port, tool
 from toolwarden.client import Supervisor, connect_client
 from toolwarden.config import ServerSettings
 from toolwarden.models import RunState

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import eventually, tool
+from tests.support import eventually, tool
 from toolwarden.client import ApprovalError, RunHandle, Supervisor
 from toolwarden.config import ApprovalSettings, Settings
 from toolwarden.models import ApprovalState, RunState, RunStatus

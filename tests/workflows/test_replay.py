@@ -15,7 +15,7 @@ from temporalio.client import WorkflowHistory
 from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.worker import Replayer
 
-from tests.conftest import eventually, tool
+from tests.support import eventually, tool
 from toolwarden.client import Supervisor
 from toolwarden.config import Settings
 from toolwarden.models import DecisionSignal

@@ -10,7 +10,7 @@ import pytest
 from temporalio.api.enums.v1 import EventType
 from temporalio.client import WorkflowHistory
 
-from tests.conftest import eventually, tool
+from tests.support import eventually, tool
 from toolwarden.client import DuplicateRun, Supervisor
 from toolwarden.config import Settings
 from toolwarden.models import AttemptOutcome, DecisionSignal, RunState
