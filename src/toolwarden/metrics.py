@@ -279,14 +279,6 @@ def tool_heartbeat_age(tool: str, seconds: float, attempt: str | None = None) ->
         )
 
 
-def set_approvals_pending(n: int) -> None:
-    """Deprecated, no effect: `toolwarden_approvals_pending{tool}` is derived from projections.
-
-    Kept so callers written against the first interface keep working.
-    """
-    del n
-
-
 def set_mirror(backlog: int, lag_seconds: float | None) -> None:
     """The mirror writer's backlog and the age of its oldest unwritten projection."""
     MIRROR_BACKLOG.set(max(backlog, 0))

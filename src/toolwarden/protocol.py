@@ -215,11 +215,6 @@ def _default(value: Any) -> Any:
     raise TypeError(f"{type(value).__name__} is not JSON serializable")
 
 
-def dumps_compact(value: Any) -> str:
-    """Compact JSON text (the form whose size `MAX_DETAILS_BYTES` limits)."""
-    return json.dumps(value, separators=(",", ":"), ensure_ascii=False, allow_nan=False, default=_default)
-
-
 def _line(obj: dict[str, Any], *, ascii_only: bool = True) -> bytes:
     # Replies are pure ASCII (\u escapes), so they are valid UTF-8 whatever an operator typed.
     # Requests keep UTF-8 text, so their size matches the limits the spec states.
