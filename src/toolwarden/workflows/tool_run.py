@@ -66,6 +66,7 @@ with workflow.unsafe.imports_passed_through():
         approver_refusal,
         attempt_ended,
         can_retry,
+        decided_text,
         ending_state,
         run_ended,
     )
@@ -287,8 +288,7 @@ class ToolRunWorkflow:
         if not_allowed is not None:
             return not_allowed
         if record.state is not ApprovalState.PENDING:
-            who = f" by {record.decided_by}" if record.decided_by else ""
-            return f"already {record.state.value}{who}"
+            return f"already {decided_text(record)}"
         return None
 
     def _decide(
