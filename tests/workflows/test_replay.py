@@ -24,11 +24,10 @@ from temporalio.worker import Replayer
 from temporalio.workflow import NondeterminismError
 
 from tests.support import eventually, tool
-from toolwarden.activities.tool_run import RUN_TOOL
 from toolwarden.client import Supervisor
 from toolwarden.config import Settings
 from toolwarden.models import DecisionSignal
-from toolwarden.workflows import APPROVE_SIGNAL
+from toolwarden.workflows import APPROVE_SIGNAL, RUN_TOOL_ACTIVITY
 from toolwarden.workflows.tool_run import ToolRunWorkflow
 
 HISTORIES = Path(__file__).parent.parent / "histories"
@@ -57,7 +56,7 @@ def test_histories_are_stored() -> None:
 
 async def test_a_history_the_code_no_longer_matches_fails_to_replay() -> None:
     history = WorkflowHistory.from_json("renamed", NONDETERMINISTIC.read_text())
-    with pytest.raises(NondeterminismError, match=RUN_TOOL):
+    with pytest.raises(NondeterminismError, match=RUN_TOOL_ACTIVITY):
         await replayer().replay_workflow(history)
 
 
@@ -67,8 +66,8 @@ def renamed_activity(history_json: str) -> str:
     renamed = 0
     for event in document["events"]:
         scheduled = event.get("activityTaskScheduledEventAttributes")
-        if scheduled is not None and scheduled["activityType"]["name"] == RUN_TOOL:
-            scheduled["activityType"]["name"] = f"{RUN_TOOL}_before_a_rename"
+        if scheduled is not None and scheduled["activityType"]["name"] == RUN_TOOL_ACTIVITY:
+            scheduled["activityType"]["name"] = f"{RUN_TOOL_ACTIVITY}_before_a_rename"
             renamed += 1
     assert renamed == 1
     return json.dumps(document, indent=2)
@@ -110,6 +109,8 @@ async def test_fresh_histories_replay(
                 return bool((await h.status()).pending_approvals)
 
             await eventually(asked)
+            if name == "relaunched":  # decide once the tool has exited, as the scenario says
+                await eventually(lambda h=handle: _parked(h))
             await supervisor.decide(
                 f"{spec.run_id}/{key}", approve=name != "gate_rejected", by="t", reason="r"
             )
@@ -121,7 +122,8 @@ async def test_fresh_histories_replay(
             await handle._handle.signal(APPROVE_SIGNAL, DecisionSignal(key="nope", by="t"))
             await eventually(lambda h=handle: _audited(h))
             (tmp_path / "go").touch()
-        await handle.result()
+        result = await handle.result()
+        assert result.attempt == {"retried": 2, "relaunched": 2, "gate_rejected": 0}.get(name, 1)
         history = await handle._handle.fetch_history()
         await replayer().replay_workflow(history)
         if RECORD:
@@ -139,3 +141,8 @@ async def _running(handle) -> bool:  # type: ignore[no-untyped-def]
 
 async def _audited(handle) -> bool:  # type: ignore[no-untyped-def]
     return bool((await handle.status()).audit)
+
+
+async def _parked(handle) -> bool:  # type: ignore[no-untyped-def]
+    status = await handle.status()
+    return status.live is None and status.last_attempt is not None

@@ -50,10 +50,13 @@ from toolwarden.protocol import (
     EXIT_AWAIT_DECISION,
 )
 from toolwarden.sinks import RunSink, RunSinks
-from toolwarden.workflows import REQUEST_APPROVAL_UPDATE, WAIT_DECISION_UPDATE
+from toolwarden.workflows import (
+    PROJECT_RUN_ACTIVITY,
+    REQUEST_APPROVAL_UPDATE,
+    RUN_TOOL_ACTIVITY,
+    WAIT_DECISION_UPDATE,
+)
 
-RUN_TOOL = "run_tool"
-PROJECT_RUN = "project_run"
 MAX_TICK_SECONDS = 1.0
 
 log = logging.getLogger(__name__)
@@ -81,6 +84,7 @@ class _Attempt:
         self.progress: float | None = None
         self.message: str | None = None
         self.asked: set[str] = set()
+        self.told_pending: set[str] = set()  # keys whose `pending` line went to the tool
         self.decided: set[str] = set()
         self.waiting: set[str] = set()
         self.key = f"{attempt.spec.run_id}:{attempt.attempt}"
@@ -131,7 +135,7 @@ class ToolActivities:
         except OSError as exc:  # tools still run; `toolwarden ask` then needs it on their PATH
             log.warning("cannot write the tools' toolwarden shim in %s: %s", settings.tool_bin_dir, exc)
 
-    @activity.defn(name=RUN_TOOL)
+    @activity.defn(name=RUN_TOOL_ACTIVITY)
     async def run_tool(self, attempt: AttemptSpec) -> AttemptResult:
         info = activity.info()
         spec = attempt.spec
@@ -232,7 +236,10 @@ class ToolActivities:
                 metrics.hung_kill(spec.tool_name)
         outcome = ending.outcome
         undecided = sorted(state.asked - state.decided)
-        if ending.exit_code == EXIT_AWAIT_DECISION and undecided:
+        # Exit and relaunch: the tool was told a request is pending and exited to be relaunched
+        # with the answer. The answer may have come in before it exited; it is relaunched all
+        # the same (with nothing left to wait for), or the run would fail on the exit code.
+        if ending.exit_code == EXIT_AWAIT_DECISION and state.told_pending:
             outcome = AttemptOutcome.AWAITING_DECISION
         live = state.live()
         return result.model_copy(
@@ -296,6 +303,7 @@ class ToolActivities:
                 answer: Decision = record.decision()
                 return answer
             notify_pending(record.approval_id, record.expires_at)
+            state.told_pending.add(ask.key)
             decision: Decision = await workflow.execute_update(
                 WAIT_DECISION_UPDATE, ApprovalRef(key=ask.key), result_type=Decision
             )
@@ -307,7 +315,7 @@ class ToolActivities:
         finally:
             state.waiting.discard(ask.key)
 
-    @activity.defn(name=PROJECT_RUN)
+    @activity.defn(name=PROJECT_RUN_ACTIVITY)
     async def project_run(self, update: RunUpdate) -> None:
         """Hand a run's new state to every sink; never fails, never blocks."""
         self._sinks.run_changed(update)

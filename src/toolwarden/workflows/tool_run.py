@@ -24,10 +24,12 @@ from toolwarden.workflows import (
     APPROVER_NOT_ALLOWED,
     DECIDE_UPDATE,
     EVENTS_QUERY,
+    PROJECT_RUN_ACTIVITY,
     REJECT_SIGNAL,
     REQUEST_APPROVAL_UPDATE,
     RUN_ENDED,
     RUN_STATE,
+    RUN_TOOL_ACTIVITY,
     STATUS_QUERY,
     UNKNOWN_APPROVAL,
     WAIT_DECISION_UPDATE,
@@ -37,7 +39,6 @@ from toolwarden.workflows import (
 with workflow.unsafe.imports_passed_through():
     from pydantic import JsonValue
 
-    from toolwarden.activities.tool_run import PROJECT_RUN, RUN_TOOL
     from toolwarden.models import (
         GATE_KEY,
         ApprovalAsk,
@@ -173,7 +174,7 @@ class ToolRunWorkflow:
         )
         try:
             result: AttemptResult = await workflow.execute_activity(
-                RUN_TOOL,
+                RUN_TOOL_ACTIVITY,
                 AttemptSpec(spec=spec, attempt=self._attempt, resume=resume),
                 result_type=AttemptResult,
                 start_to_close_timeout=close_timeout,
@@ -442,7 +443,7 @@ class ToolRunWorkflow:
             upto = len(self._events)
             update = RunUpdate(status=self.status(), events=self._events[self._projected : upto])
             await workflow.execute_local_activity(
-                PROJECT_RUN,
+                PROJECT_RUN_ACTIVITY,
                 update,
                 start_to_close_timeout=PROJECTION_TIMEOUT,
                 retry_policy=RetryPolicy(maximum_attempts=3),
