@@ -21,6 +21,7 @@ class Harness:
     answers: dict[str, asyncio.Future[Decision]] = field(default_factory=dict)
     send_pending: bool = True
     raises: Exception | None = None
+    cancelled: list[str] = field(default_factory=list)  # requests whose handler was cancelled
 
     def on_heartbeat(self, progress: float | None, message: str | None) -> None:
         self.heartbeats.append((progress, message))
@@ -41,4 +42,8 @@ class Harness:
             raise self.raises
         if self.send_pending:
             notify_pending(f"{self.run_id}/{ask.key}", DECIDED_AT)
-        return await self.answer(ask.key)
+        try:
+            return await self.answer(ask.key)
+        except asyncio.CancelledError:
+            self.cancelled.append(ask.key)
+            raise

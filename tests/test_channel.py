@@ -13,57 +13,20 @@ import socket
 import stat
 import tempfile
 from collections.abc import AsyncIterator, Iterator
-from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from tests.harness import DECIDED_AT, Harness
 from tests.support import eventually
 from toolwarden import protocol
 from toolwarden.channel import NotifyPending, ToolChannel
 from toolwarden.models import ApprovalAsk, ApprovalState, Decision, ExpiryOutcome
 
 DEADLINE = 10.0
-EXPIRES = datetime(2030, 1, 2, 3, 4, 5, tzinfo=UTC)
 
-
-
-def decision(key: str, outcome: ApprovalState, approved: bool, **extra: Any) -> Decision:
-    return Decision(key=key, outcome=outcome, approved=approved, decided_at=EXPIRES, **extra)
-
-
-@dataclass
-class Harness:
-    """Records what the channel reports and answers requests as the test scripts them."""
-
-    heartbeats: list[tuple[float | None, str | None]] = field(default_factory=list)
-    asks: list[ApprovalAsk] = field(default_factory=list)
-    answers: dict[str, asyncio.Future[Decision]] = field(default_factory=dict)
-    pending: set[str] = field(default_factory=lambda: {"*"})
-    cancelled: list[str] = field(default_factory=list)
-    raises: Exception | None = None
-
-    def on_heartbeat(self, progress: float | None, message: str | None) -> None:
-        self.heartbeats.append((progress, message))
-
-    def answer(self, key: str) -> asyncio.Future[Decision]:
-        if key not in self.answers:
-            self.answers[key] = asyncio.get_running_loop().create_future()
-        return self.answers[key]
-
-    async def on_request(self, ask: ApprovalAsk, notify_pending: NotifyPending) -> Decision:
-        self.asks.append(ask)
-        if self.raises is not None:
-            raise self.raises
-        if "*" in self.pending or ask.key in self.pending:
-            notify_pending(f"run-1/{ask.key}", EXPIRES)
-        try:
-            return await self.answer(ask.key)
-        except asyncio.CancelledError:
-            self.cancelled.append(ask.key)
-            raise
 
 
 @pytest.fixture
@@ -76,7 +39,7 @@ def sock_dir() -> Iterator[Path]:
 
 @pytest.fixture
 async def channel(sock_dir: Path) -> AsyncIterator[tuple[ToolChannel, Harness]]:
-    harness = Harness()
+    harness = Harness(run_id="run-1")
     chan = ToolChannel(
         sock_dir / "run" / "a1.sock",
         run_id="run-1",
@@ -191,7 +154,7 @@ async def test_request_round_trip(
         "id": "c1",
         "key": "deploy",
         "approval_id": "run-1/deploy",
-        "expires_at": EXPIRES.isoformat(),
+        "expires_at": DECIDED_AT.isoformat(),
     }
     assert chan.waiting_keys == ["deploy"]
     (ask,) = harness.asks
@@ -200,9 +163,7 @@ async def test_request_round_trip(
     assert ask.timeout == timedelta(seconds=90)
     assert ask.on_expiry == (None if on_expiry is None else ExpiryOutcome(on_expiry))
     assert ask.attempt == 1
-    harness.answer("deploy").set_result(
-        decision("deploy", outcome, approved, by="alice", reason="ok", response={"b": "main"})
-    )
+    harness.decide("deploy", outcome, approved, by="alice", reason="ok", response={"b": "main"})
     reply = await client.recv()
     assert reply == {
         "v": 1,
@@ -214,7 +175,7 @@ async def test_request_round_trip(
         "by": "alice",
         "reason": "ok",
         "response": {"b": "main"},
-        "decided_at": EXPIRES.isoformat().replace("+00:00", "Z"),
+        "decided_at": DECIDED_AT.isoformat().replace("+00:00", "Z"),
     }
     assert chan.waiting_keys == []
     await client.close()
@@ -222,8 +183,8 @@ async def test_request_round_trip(
 
 async def test_decision_without_pending(channel: tuple[ToolChannel, Harness]) -> None:
     chan, harness = channel
-    harness.pending = set()  # an already-decided key: the workflow answers at once
-    harness.answer("known").set_result(decision("known", ApprovalState.APPROVED, True))
+    harness.send_pending = False  # an already-decided key: the workflow answers at once
+    harness.decide("known", ApprovalState.APPROVED, True)
     client = await Client.connect(chan)
     await client.send(ask_line("c1", "known"))
     reply = await client.recv()
@@ -241,9 +202,7 @@ async def test_several_concurrent_requests(channel: tuple[ToolChannel, Harness])
     assert sorted(chan.waiting_keys) == ["step-0", "step-1", "step-2"]
     # Decide in reverse order: each decision arrives for its own id.
     for n in (2, 1, 0):
-        harness.answer(f"step-{n}").set_result(
-            decision(f"step-{n}", ApprovalState.APPROVED, True, response=n)
-        )
+        harness.decide(f"step-{n}", ApprovalState.APPROVED, True, response=n)
         reply = await client.recv()
         assert (reply["type"], reply["id"], reply["response"]) == ("decision", f"r{n}", n)
     assert chan.waiting_keys == []
@@ -257,7 +216,7 @@ async def test_requests_on_separate_connections(channel: tuple[ToolChannel, Harn
     await second.send(ask_line("a", "two"))  # ids are per connection
     assert (await first.recv())["key"] == "one"
     assert (await second.recv())["key"] == "two"
-    harness.answer("two").set_result(decision("two", ApprovalState.REJECTED, False))
+    harness.decide("two", ApprovalState.REJECTED, False)
     assert (await second.recv())["outcome"] == "rejected"
     assert chan.waiting_keys == ["one"]
     await first.close()
@@ -397,7 +356,7 @@ async def test_half_closed_connection_still_gets_its_decision(
     await client.send(ask_line("c1", "deploy"))
     client.writer.write_eof()
     assert (await client.recv())["type"] == "pending"
-    harness.answer("deploy").set_result(decision("deploy", ApprovalState.APPROVED, True))
+    harness.decide("deploy", ApprovalState.APPROVED, True)
     assert (await client.recv())["type"] == "decision"
     await eventually(lambda: chan.connection_count == 0)
     await client.close()
@@ -412,7 +371,7 @@ async def test_socket_permissions(sock_dir: Path, channel: tuple[ToolChannel, Ha
 
 
 async def test_close_cancels_requests_and_unlinks(sock_dir: Path) -> None:
-    harness = Harness()
+    harness = Harness(run_id="run-1")
     chan = ToolChannel(
         sock_dir / "c.sock",
         run_id="r",
@@ -439,7 +398,7 @@ async def test_start_replaces_a_stale_socket_but_not_a_file(sock_dir: Path) -> N
     leftover = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     leftover.bind(str(stale))
     leftover.close()  # the file stays behind, nobody listens
-    harness = Harness()
+    harness = Harness(run_id="run-1")
 
     def make(path: Path) -> ToolChannel:
         return ToolChannel(
@@ -491,6 +450,6 @@ async def test_a_flood_of_bad_lines_does_not_hurt_the_channel(
         assert (await client.recv())["code"] == "malformed"
     await client.send(ask_line("c1", "still-works"))
     assert (await client.recv())["type"] == "pending"
-    harness.answer("still-works").set_result(decision("still-works", ApprovalState.APPROVED, True))
+    harness.decide("still-works", ApprovalState.APPROVED, True)
     assert (await client.recv())["type"] == "decision"
     await client.close()
