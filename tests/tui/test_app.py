@@ -23,7 +23,7 @@ from toolwarden.client import RunHandle, Supervisor, SupervisorError, Unavailabl
 from toolwarden.config import Settings
 from toolwarden.models import ApprovalState, RunResult, RunState, RunStatus
 from toolwarden.tui.app import ToolwardenApp, make_app
-from toolwarden.tui.backend import SupervisorAPI
+from toolwarden.tui.loader import SupervisorAPI
 from toolwarden.tui.screens.decision import DecisionDialog
 from toolwarden.tui.screens.dialogs import CancelDialog
 from toolwarden.worker.runner import build_worker

@@ -7,8 +7,9 @@ from datetime import UTC, datetime
 
 import click
 
-from toolwarden.cli.common import CliError, echo_json, human_seconds, run_async, settings_of, table
+from toolwarden.cli.common import CliError, echo_json, run_async, settings_of, table
 from toolwarden.config import Settings
+from toolwarden.durations import human_seconds
 from toolwarden.models import DecideResult, PendingApproval
 
 

@@ -9,7 +9,7 @@ import click
 from toolwarden.cli.common import settings_of
 
 if TYPE_CHECKING:
-    from toolwarden.tui.backend import SupervisorAPI
+    from toolwarden.tui.loader import SupervisorAPI
 
 
 @click.command()
