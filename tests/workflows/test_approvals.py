@@ -16,6 +16,7 @@ from toolwarden.client import DecisionRefused, RefusalReason, RunHandle, Supervi
 from toolwarden.config import ApprovalSettings, Settings
 from toolwarden.models import ApprovalState, RunState, RunStatus
 from toolwarden.worker.devserver import temporal_binary
+from toolwarden.workflows import APPROVE_SIGNAL
 
 pytestmark = pytest.mark.usefixtures("worker")
 
@@ -233,7 +234,7 @@ async def test_unknown_key_and_disallowed_approver_change_nothing(
         await open_door.decide(f"{spec.run_id}/k", approve=True, by="mallory")
     assert by_run.value.reason is RefusalReason.NOT_ALLOWED
     # The same refusal holds for a raw signal (as the Go CLI would send).
-    await handle._handle.signal("approve", {"key": "k", "by": "mallory"})
+    await handle._handle.signal(APPROVE_SIGNAL, {"key": "k", "by": "mallory"})
 
     async def refused() -> bool:
         return any(e.by == "mallory" for e in (await handle.status()).audit)
@@ -271,7 +272,7 @@ async def test_go_cli_approves_through_the_documented_signal(
         subprocess.run,
         [
             temporal_binary(), "workflow", "signal", "--address", temporal_address,
-            "--workflow-id", spec.run_id, "--name", "approve", "--input", payload,
+            "--workflow-id", spec.run_id, "--name", APPROVE_SIGNAL, "--input", payload,
         ],
         capture_output=True, text=True, timeout=60,
     )
