@@ -9,10 +9,12 @@ from pathlib import Path
 from typing import IO, TYPE_CHECKING
 
 import click
+from pydantic import ValidationError
 
 from toolwarden.cli.common import CliError, echo_json, run_async, settings_of, table
 from toolwarden.config import ConfigError, Settings, parse_duration
 from toolwarden.durations import human_seconds
+from toolwarden.errors import one_line, validation_line
 from toolwarden.logfiles import LogFollower
 from toolwarden.models import RunResult, RunState, RunStatus
 
@@ -87,8 +89,10 @@ async def _run(settings: Settings, spec_args: dict[str, object], detach: bool) -
         )
     except ConfigError as exc:
         raise CliError(str(exc), 2) from exc
+    except ValidationError as exc:
+        raise CliError(f"invalid run: {validation_line(exc)}", 2) from exc
     except ValueError as exc:
-        raise CliError(str(exc).splitlines()[-1].strip(), 2) from exc
+        raise CliError(one_line(exc), 2) from exc
     supervisor = await Supervisor.connect(settings)
     handle = await supervisor.start_run(spec)
     if detach:
