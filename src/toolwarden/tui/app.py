@@ -40,7 +40,7 @@ from toolwarden.tui.backend import (
     is_unavailable,
 )
 from toolwarden.tui.format import ago
-from toolwarden.tui.logs import tail_lines
+from toolwarden.logfiles import tail_lines
 from toolwarden.tui.screens.decision import DecisionContext, DecisionDialog
 from toolwarden.tui.screens.details import DetailsScreen
 from toolwarden.tui.screens.dialogs import CancelDialog, FilterDialog, WebUIDialog

@@ -13,7 +13,7 @@ from textual.screen import Screen
 from textual.widgets import Footer, Header, Log, Static
 
 from toolwarden.tui.backend import SupervisorAPI
-from toolwarden.tui.logs import LogReader
+from toolwarden.logfiles import LogReader
 
 FOLLOW_SECONDS = 0.5
 

@@ -1,7 +1,7 @@
-"""Reading a run's log files (`<logs_dir>/<run_id>/attempt-N.stdout.log`) for the TUI.
+"""Reading a run's log files (`<logs_dir>/<run_id>/attempt-N.stdout.log`): TUI and HTTP API.
 
-The files exist only on the worker's host; elsewhere the TUI falls back to the tail the tool
-reported by heartbeat.
+The files exist only on the host of the worker that ran the attempt; elsewhere a face falls
+back to the tail the tool reported by heartbeat, or says which host holds them.
 """
 
 from __future__ import annotations
