@@ -12,8 +12,8 @@ from textual.binding import Binding
 from textual.screen import Screen
 from textual.widgets import Footer, Header, Log, Static
 
-from toolwarden.tui.backend import SupervisorAPI
 from toolwarden.logfiles import LogReader
+from toolwarden.tui.backend import SupervisorAPI
 
 FOLLOW_SECONDS = 0.5
 
