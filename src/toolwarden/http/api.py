@@ -18,7 +18,7 @@ from typing import Annotated, Any, NoReturn
 from fastapi import APIRouter, Body, HTTPException, Path, Query, Request, Response
 from fastapi.responses import StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field, JsonValue
-from temporalio.service import RPCError
+from temporalio.service import RPCError, RPCStatusCode
 
 from toolwarden.client import (
     DecisionRefused,
@@ -34,6 +34,8 @@ from toolwarden.http.errors import ErrorBody
 from toolwarden.http.services import HttpServices, Services
 from toolwarden.logfiles import LogReader, tail_lines
 from toolwarden.models import (
+    APPROVAL_KEY_PATTERN,
+    RUN_ID_PATTERN,
     DecideResult,
     PendingApprovals,
     RunEvent,
@@ -48,6 +50,7 @@ MAX_TAIL_LINES = 10_000
 
 _ERRORS: dict[int | str, dict[str, Any]] = {
     401: {"model": ErrorBody, "description": "No valid token."},
+    422: {"model": ErrorBody, "description": "Malformed request (the message says what)."},
     503: {"model": ErrorBody, "description": "Temporal or the run's worker does not answer."},
 }
 _NOT_FOUND: dict[int | str, dict[str, Any]] = {
@@ -123,9 +126,18 @@ def _fail(exc: Exception) -> NoReturn:
         raise HTTPException(_REFUSAL_STATUS[exc.reason], str(exc)) from exc
     if isinstance(exc, UnknownRun):
         raise HTTPException(404, str(exc)) from exc
+    if isinstance(exc, RPCError) and exc.status == RPCStatusCode.INVALID_ARGUMENT:
+        raise HTTPException(422, f"Temporal refused the request: {one_line(exc)}") from exc
     if isinstance(exc, SupervisorError | RPCError | OSError | TimeoutError):
         raise HTTPException(503, one_line(exc)) from exc
     raise exc
+
+
+def _run(services: HttpServices, run_id: str) -> RunHandle:
+    """The run's handle; an id no run can have is unknown, as Temporal would say."""
+    if not RUN_ID_PATTERN.match(run_id):
+        raise HTTPException(404, f"unknown run {run_id}")
+    return _supervisor(services).get_run(run_id)
 
 
 async def _status(handle: RunHandle) -> RunStatus:
@@ -157,7 +169,7 @@ async def list_runs(
 @router.get("/runs/{run_id}", tags=["runs"], responses=_NOT_FOUND)
 async def show_run(services: Services, _: Approver, run_id: RunIdPath) -> RunDetail:
     """One run: status, attempts, approvals, audit and event log."""
-    handle = _supervisor(services).get_run(run_id)
+    handle = _run(services, run_id)
     try:
         status, events = await asyncio.gather(handle.status(), handle.events())
     except Exception as exc:
@@ -177,7 +189,7 @@ async def cancel_run(
     """Ask the run to stop; its tool is stopped and the run ends `cancelled`."""
     reason = f"cancelled by {name}" + (f": {body.reason}" if body and body.reason else "")
     try:
-        await _supervisor(services).get_run(run_id).cancel(reason)
+        await _run(services, run_id).cancel(reason)
     except UnknownRun as exc:
         raise HTTPException(404, str(exc)) from exc
     except SupervisorError as exc:  # the one refusal cancel has: the run is over
@@ -203,6 +215,7 @@ def _heartbeat_tail(status: RunStatus) -> list[str]:
 @router.get(
     "/runs/{run_id}/logs",
     tags=["runs"],
+    response_model=RunLogs,
     responses={
         200: {
             "content": {"text/event-stream": {"schema": {"type": "string"}}},
@@ -224,7 +237,7 @@ async def run_logs(
     follow: Annotated[bool, Query(description="Stream new lines as server-sent events.")] = False,
 ) -> Response:
     """The newest attempt's last lines, from this worker's files when it ran the attempt."""
-    handle = _supervisor(services).get_run(run_id)
+    handle = _run(services, run_id)
     status = await _status(handle)
     host = _attempt_host(status)
     if host is not None and host != services.host:
@@ -310,6 +323,10 @@ async def _decide(
     approve: bool,
 ) -> Response:
     body = body or DecisionRequest()
+    if not RUN_ID_PATTERN.match(run_id):
+        raise HTTPException(404, f"unknown run {run_id}")
+    if not APPROVAL_KEY_PATTERN.match(key):
+        raise HTTPException(404, f"unknown approval {run_id}/{key}")
     if not approve and not (body.reason or "").strip():
         raise HTTPException(422, "a reason is required to reject")
     try:

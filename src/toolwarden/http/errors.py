@@ -20,14 +20,10 @@ class ErrorBody(BaseModel):
     message: str
 
 
-def one_line(text: str) -> str:
-    return " ".join(text.split())
-
-
 def error_response(
     status: int, message: str, headers: Mapping[str, str] | None = None
 ) -> JSONResponse:
-    body = ErrorBody(message=one_line(message) or f"HTTP {status}")
+    body = ErrorBody(message=" ".join(message.split()) or f"HTTP {status}")
     return JSONResponse(body.model_dump(), status_code=status, headers=headers)
 
 

@@ -23,6 +23,7 @@ from fastapi import APIRouter, Depends, Request, Response
 from pydantic import BaseModel
 
 from toolwarden import metrics
+from toolwarden.errors import one_line
 from toolwarden.http.address import http_url
 
 
@@ -63,7 +64,7 @@ def describe_error(exc: BaseException) -> str:
         return "connection refused"
     if isinstance(exc, httpx.RemoteProtocolError):
         return "did not answer with HTTP"
-    return " ".join(str(exc).split()) or type(exc).__name__
+    return one_line(exc)
 
 
 class HealthChecks:
