@@ -144,6 +144,7 @@ class ToolProfile(Section):
 
 class ApprovalSettings(Section):
     approvers: list[str] = Field(default_factory=list)
+    tokens_file: Path | None = None  # the approvers' API tokens (hashes only)
 
 
 class MirrorSettings(Section):
@@ -213,6 +214,10 @@ class Settings(BaseSettings):
     @property
     def mirror_url(self) -> str:
         return self.mirror.url or f"sqlite:///{self.home / 'mirror.db'}"
+
+    @property
+    def tokens_file(self) -> Path:
+        return self.approvals.tokens_file or self.home / "tokens.json"
 
     @property
     def socket_dir(self) -> Path:

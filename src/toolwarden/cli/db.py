@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import json
-import urllib.error
-import urllib.request
 from collections.abc import Callable
 from datetime import datetime
 from typing import Any, TypeVar
@@ -143,26 +141,20 @@ def writer_stats(address: str | None, timeout: float = 1.0) -> dict[str, Any] | 
     """The running worker's mirror writer figures from its /readyz, or None if unreachable."""
     if not address:
         return None
+    import asyncio
+
+    import httpx
+
+    from toolwarden.http.health import fetch_readiness
+
     try:
-        with urllib.request.urlopen(f"http://{address}/readyz", timeout=timeout) as response:
-            body = response.read()
-    except urllib.error.HTTPError as exc:  # 503 still carries the JSON body
-        body = exc.read()
-    except (OSError, ValueError):
+        report = asyncio.run(fetch_readiness(address, timeout))
+    except (httpx.HTTPError, OSError, ValueError):
         return None
-    try:
-        data = json.loads(body)
-    except ValueError:
-        return None
-    if not isinstance(data, dict) or "mirror" not in data:
-        return None
-    mirror = data["mirror"]
-    if isinstance(mirror, dict):
-        return mirror
     return {
-        "state": mirror,
-        "backlog": data.get("mirror_backlog"),
-        "lag_seconds": data.get("mirror_lag_seconds"),
+        "state": report.mirror,
+        "backlog": report.mirror_backlog,
+        "lag_seconds": report.mirror_lag_seconds,
     }
 
 

@@ -37,6 +37,7 @@ COMMANDS = {
     "config": "toolwarden.cli.config:config",
     "db": "toolwarden.cli.db:db",
     "health": "toolwarden.cli.health:health",
+    "token": "toolwarden.cli.token:token",
     "beat": "toolwarden.cli.toolside:beat",
     "ask": "toolwarden.cli.toolside:ask",
 }
@@ -57,6 +58,7 @@ HELP = {
     "config": "Inspect the effective configuration.",
     "db": "Manage the SQL mirror.",
     "health": "Ask a running worker whether it is ready.",
+    "token": "Create, list and revoke approvers' HTTP API tokens.",
     "beat": "From inside a supervised tool: report liveness and progress.",
     "ask": "From inside a supervised tool: ask a person for approval.",
 }
