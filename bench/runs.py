@@ -32,7 +32,7 @@ import sqlite3
 import sys
 import time
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -57,6 +57,7 @@ from temporalio.service import RPCError
 from toolwarden.activities.tool_run import ToolActivities
 from toolwarden.client import Supervisor, UnknownRun, connect_client
 from toolwarden.config import MirrorSettings, Settings, WorkerSettings
+from toolwarden.mirror.writer_process import MirrorWriterProcess
 from toolwarden.models import RunResult, RunState
 from toolwarden.worker.runner import WorkerService, build_worker
 
@@ -64,7 +65,7 @@ BATCH_TIMEOUT = 180.0
 SLEEP_TIMEOUT = 300.0
 CLI_TIMEOUT = 60.0
 MIRROR_CATCH_UP_TIMEOUT = 60.0
-MODES = ("off", "shipped")
+MODES = ("off", "shipped", "child", "no-mirror", "no-sdk-metrics")
 
 
 @dataclass
@@ -72,8 +73,13 @@ class Batch:
     n: int
     wall: float
     failures: list[str]
-    cpu_here: float = 0.0  # CPU seconds of this process (worker, client, tools' spawning)
+    cpu_here: float = 0.0  # CPU seconds of this process (worker, client, tools' spawning) and
+    # of the worker's own helper processes (the mirror writer process, when there is one)
     cpu_server: float = 0.0  # CPU seconds of the dev server
+
+    @property
+    def cpu_total(self) -> float:
+        return self.cpu_here + self.cpu_server
 
     def cpu(self) -> str:
         return (
@@ -91,7 +97,12 @@ def tag() -> str:
 
 
 async def supervised_batch(
-    server: BenchServer, supervisor: Supervisor, settings: Settings, n: int, stem: str | None = None
+    server: BenchServer,
+    supervisor: Supervisor,
+    settings: Settings,
+    n: int,
+    stem: str | None = None,
+    extra: Sequence[psutil.Process] = (),
 ) -> Batch:
     stem = stem or f"bench-true-{tag()}"
 
@@ -100,7 +111,7 @@ async def supervised_batch(
         handle = await supervisor.start_run(spec)
         return await handle.result()
 
-    meter = CpuMeter(server)
+    meter = CpuMeter(server, extra)
     started = time.monotonic()
     results = await asyncio.wait_for(asyncio.gather(*(one(i) for i in range(n))), BATCH_TIMEOUT)
     wall = time.monotonic() - started
@@ -108,26 +119,31 @@ async def supervised_batch(
     return Batch(n, wall, failures, *meter.read())
 
 
-def shipped_settings(server: BenchServer, task_queue: str) -> Settings:
-    """`toolwarden up`'s defaults, on the bench server: mirror on SQLite, health and SDK metrics on."""
+def shipped_settings(server: BenchServer, task_queue: str, name: str) -> Settings:
+    """`toolwarden up`'s defaults, on the bench server: mirror on SQLite, health and SDK metrics on.
+
+    The diagnostic modes leave one part out: `no-mirror`, `no-sdk-metrics`.
+    """
     base = server.settings(task_queue)
     return base.model_copy(
         update={
-            "home": server.home / "shipped",
+            "home": server.home / name,
             "worker": WorkerSettings(
                 health_address=f"127.0.0.1:{free_port()}",
-                sdk_metrics_address=f"127.0.0.1:{free_port()}",
+                sdk_metrics_address=None if name == "no-sdk-metrics" else f"127.0.0.1:{free_port()}",
             ),
-            "mirror": MirrorSettings(),
+            "mirror": MirrorSettings(enabled=name != "no-mirror"),
         }
     )
 
 
 @contextlib.asynccontextmanager
-async def shipped_worker(settings: Settings) -> AsyncIterator[WorkerService]:
+async def shipped_worker(
+    settings: Settings, kind: type[WorkerService] = WorkerService
+) -> AsyncIterator[WorkerService]:
     """WorkerService as `toolwarden up` runs it, with its own SDK-metrics client, until exit."""
     client = await connect_client(settings, with_sdk_metrics=True)
-    service = WorkerService(settings, client)
+    service = kind(settings, client)
     stop = asyncio.Event()
     ready = asyncio.Event()
     task = asyncio.create_task(service.run(stop, on_ready=ready.set))
@@ -296,6 +312,42 @@ async def sleep_runs(supervisor: Supervisor, settings: Settings, activities: Too
     print(f"    target (all finish, none lost): {verdict}")
 
 
+@dataclass
+class Mode:
+    """One way of running toolwarden's worker, with the client that starts its runs."""
+
+    name: str
+    supervisor: Supervisor
+    settings: Settings
+    shipped: bool = False  # run by WorkerService, as `toolwarden up` runs it
+    mirror_db: Path | None = None
+    service: WorkerService | None = None
+
+    def extra_processes(self) -> list[psutil.Process]:
+        """The worker's own child processes that do its work (the mirror writer process)."""
+        child = getattr(self.service.mirror, "child_pid", None) if self.service else None
+        if child is None:
+            return []
+        with contextlib.suppress(psutil.Error):
+            return [psutil.Process(child)]
+        return []
+
+
+class ChildWriterService(WorkerService):
+    """The shipped worker with the mirror writer in a child process (the --modes child A/B)."""
+
+    def _start_mirror(self) -> MirrorWriterProcess | None:  # type: ignore[override]
+        from toolwarden.mirror import upgrade
+
+        url = self.settings.mirror_url
+        self.settings.home.mkdir(parents=True, exist_ok=True)
+        upgrade(url)
+        writer = MirrorWriterProcess(url, self.settings.mirror)
+        writer.start()
+        self.mirror = writer  # type: ignore[assignment]
+        return writer
+
+
 async def main(args: argparse.Namespace) -> None:
     print(f"bench/runs.py  {machine_line()}")
     print(f"busy before the bench: {other_load()}")
@@ -304,73 +356,89 @@ async def main(args: argparse.Namespace) -> None:
     async with bench_server() as server:
         settings = server.settings(new_queue("tw"))
         bare_queue = new_queue("bare")
-        supervisor = Supervisor(server.client, settings)
         activities = ToolActivities(settings)
         worker = build_worker(server.client, settings, activities=activities)
         baseline = bare_worker(server.client, settings, bare_queue)
-        shipped = shipped_settings(server, new_queue("up"))
-        shipped_supervisor = Supervisor(server.client, shipped)
-        mirror_db = shipped.home / "mirror.db"
+        supervisor = Supervisor(server.client, settings)
+        modes: dict[str, Mode] = {}
+        for name in args.modes:
+            if name == "off":
+                modes[name] = Mode(name, supervisor, settings)
+            else:
+                mode_settings = shipped_settings(server, new_queue(name), name)
+                modes[name] = Mode(
+                    name,
+                    Supervisor(server.client, mode_settings),
+                    mode_settings,
+                    shipped=True,
+                    mirror_db=mode_settings.home / "mirror.db" if mode_settings.mirror.enabled else None,
+                )
         async with contextlib.AsyncExitStack() as stack:
             await stack.enter_async_context(worker)
             await stack.enter_async_context(baseline)
-            if "shipped" in args.modes:
-                await stack.enter_async_context(shipped_worker(shipped))
+            for mode in modes.values():
+                if mode.shipped:
+                    kind = ChildWriterService if mode.name == "child" else WorkerService
+                    mode.service = await stack.enter_async_context(shipped_worker(mode.settings, kind))
 
-            async def run_off() -> Batch:
-                return await supervised_batch(server, supervisor, settings, args.n)
-
-            async def run_shipped() -> Batch:
-                stem = f"bench-up-{tag()}"
-                batch = await supervised_batch(server, shipped_supervisor, shipped, args.n, stem)
-                rows, waited = await mirror_caught_up(mirror_db, stem, args.n)
-                print(
-                    f"    shipped: {rows}/{args.n} runs in the mirror as succeeded, "
-                    f"{waited:.2f} s after the last result"
+            async def run_mode(mode: Mode) -> Batch:
+                stem = f"bench-{mode.name}-{tag()}"
+                batch = await supervised_batch(
+                    server, mode.supervisor, mode.settings, args.n, stem, mode.extra_processes()
                 )
+                if mode.mirror_db is not None:
+                    rows, waited = await mirror_caught_up(mode.mirror_db, stem, args.n)
+                    print(
+                        f"    {mode.name}: {rows}/{args.n} runs in the mirror as succeeded, "
+                        f"{waited:.2f} s after the last result"
+                    )
                 return batch
 
-            async def run_bare() -> Batch:
-                return await bare_batch(server, bare_queue, args.n)
-
-            runners: dict[str, Callable[[], Awaitable[Batch]]] = {"off": run_off, "shipped": run_shipped}
             # Warm-up: the first workflows pay for imports into the sandbox and cold caches.
-            await supervised_batch(server, supervisor, settings, min(10, args.n))
-            if "shipped" in args.modes:
-                await supervised_batch(server, shipped_supervisor, shipped, min(10, args.n))
+            for mode in modes.values():
+                await supervised_batch(server, mode.supervisor, mode.settings, min(10, args.n))
             await bare_batch(server, bare_queue, min(10, args.n))
             order = [*args.modes, "bare"]
             ratios: dict[str, list[float]] = {mode: [] for mode in args.modes}
+            cpu_ratios: dict[str, list[float]] = {mode: [] for mode in args.modes}
             rates: dict[str, list[float]] = {mode: [] for mode in order}
             for round_no in range(1, args.rounds + 1):
                 load = load_average()
                 shift = (round_no - 1) % len(order)
                 batches: dict[str, Batch] = {}
-                for mode in order[shift:] + order[:shift]:
-                    batches[mode] = await (runners[mode]() if mode != "bare" else run_bare())
+                for name in order[shift:] + order[:shift]:
+                    if name == "bare":
+                        batches[name] = await bare_batch(server, bare_queue, args.n)
+                    else:
+                        batches[name] = await run_mode(modes[name])
                 bare = batches["bare"]
                 for batch in batches.values():
                     for failure in batch.failures[:10]:
                         print(f"    failed: {failure}")
-                for mode, batch in batches.items():
-                    rates[mode].append(batch.rate)
-                    if mode != "bare":
-                        ratios[mode].append(batch.rate / bare.rate)
+                for name, batch in batches.items():
+                    rates[name].append(batch.rate)
+                    if name != "bare":
+                        ratios[name].append(batch.rate / bare.rate)
+                        cpu_ratios[name].append(bare.cpu_total / batch.cpu_total)
                 figures = "   ".join(
-                    f"{mode} {batch.rate:6.1f} runs/s ({batch.wall:.2f} s)" for mode, batch in batches.items()
+                    f"{name} {batch.rate:6.1f} runs/s ({batch.wall:.2f} s)" for name, batch in batches.items()
                 )
-                shares = "   ".join(f"{mode}/bare {ratios[mode][-1]:.2f}" for mode in args.modes)
+                shares = "   ".join(f"{name}/bare {ratios[name][-1]:.2f}" for name in args.modes)
                 print(f"round {round_no}: {figures}   {shares}   load {load}")
-                print("    " + "   ".join(f"({mode}) {batch.cpu()}" for mode, batch in batches.items()))
-            for mode in order:
-                what = "bare workflows running" if mode == "bare" else f"supervised runs ({mode}) of"
-                print(f"N={args.n} {what} `true`: {median(rates[mode]):.1f} runs/s (median)")
-            for mode in args.modes:
-                ratio = median(ratios[mode])
+                print("    " + "   ".join(f"({name}) {batch.cpu()}" for name, batch in batches.items()))
+            for name in order:
+                what = "bare workflows running" if name == "bare" else f"supervised runs ({name}) of"
+                print(f"N={args.n} {what} `true`: {median(rates[name]):.1f} runs/s (median)")
+            for name in args.modes:
+                ratio = median(ratios[name])
                 verdict = "met" if ratio >= 0.8 else "NOT met"
                 print(
-                    f"    ratio {mode}/bare: {ratio:.2f} (rounds: "
-                    f"{', '.join(f'{r:.2f}' for r in ratios[mode])}); target >= 0.8: {verdict}"
+                    f"    ratio {name}/bare: {ratio:.2f} (rounds: "
+                    f"{', '.join(f'{r:.2f}' for r in ratios[name])}); target >= 0.8: {verdict}"
+                )
+                print(
+                    f"      CPU per run (this process + server), bare/{name}: {median(cpu_ratios[name]):.2f} "
+                    f"(rounds: {', '.join(f'{r:.2f}' for r in cpu_ratios[name])})"
                 )
 
             if args.latency_samples:
@@ -396,8 +464,11 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--rounds", type=int, default=2, help="rotating rounds of the modes and (b)")
     parser.add_argument(
         "--modes",
-        default=",".join(MODES),
-        help="supervised modes to measure against bare: off (mirror and health off), shipped (`up` defaults)",
+        default="off,shipped",
+        help=(
+            "supervised modes to measure against bare: off (mirror and health off), shipped "
+            "(`up` defaults), child (shipped with the mirror writer in a child process)"
+        ),
     )
     parser.add_argument(
         "--no-bytecode-cache",
