@@ -171,23 +171,17 @@ async def bench_server(keep: bool = False) -> AsyncIterator[BenchServer]:
 class CpuMeter:
     """CPU seconds (user + system) spent by this process and by the dev server since `start`."""
 
-    def __init__(self, server: BenchServer, extra: Sequence[psutil.Process] = ()) -> None:
+    def __init__(self, server: BenchServer) -> None:
         process = server.server.process
         self._me = psutil.Process()
-        self._extra = list(extra)  # counted with this process: helpers of its worker
         self._server = psutil.Process(process.pid) if process is not None else None
         self._start = self._now()
 
     def _now(self) -> tuple[float, float]:
         mine = self._me.cpu_times()
         theirs = self._server.cpu_times() if self._server is not None else None
-        helpers = 0.0
-        for helper in self._extra:
-            with contextlib.suppress(psutil.Error):
-                times = helper.cpu_times()
-                helpers += times.user + times.system
         return (
-            mine.user + mine.system + helpers,
+            mine.user + mine.system,
             theirs.user + theirs.system if theirs is not None else 0.0,
         )
 

@@ -32,7 +32,7 @@ import sqlite3
 import sys
 import time
 import uuid
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -57,7 +57,6 @@ from temporalio.service import RPCError
 from toolwarden.activities.tool_run import ToolActivities
 from toolwarden.client import Supervisor, UnknownRun, connect_client
 from toolwarden.config import MirrorSettings, Settings, WorkerSettings
-from toolwarden.mirror.writer_process import MirrorWriterProcess
 from toolwarden.models import RunResult, RunState
 from toolwarden.worker.runner import WorkerService, build_worker
 
@@ -65,7 +64,7 @@ BATCH_TIMEOUT = 180.0
 SLEEP_TIMEOUT = 300.0
 CLI_TIMEOUT = 60.0
 MIRROR_CATCH_UP_TIMEOUT = 60.0
-MODES = ("off", "shipped", "child", "no-mirror", "no-sdk-metrics")
+MODES = ("off", "shipped", "no-mirror", "no-sdk-metrics")
 
 
 @dataclass
@@ -73,8 +72,7 @@ class Batch:
     n: int
     wall: float
     failures: list[str]
-    cpu_here: float = 0.0  # CPU seconds of this process (worker, client, tools' spawning) and
-    # of the worker's own helper processes (the mirror writer process, when there is one)
+    cpu_here: float = 0.0  # CPU seconds of this process (worker, client, tools' spawning)
     cpu_server: float = 0.0  # CPU seconds of the dev server
 
     @property
@@ -102,7 +100,6 @@ async def supervised_batch(
     settings: Settings,
     n: int,
     stem: str | None = None,
-    extra: Sequence[psutil.Process] = (),
 ) -> Batch:
     stem = stem or f"bench-true-{tag()}"
 
@@ -111,7 +108,7 @@ async def supervised_batch(
         handle = await supervisor.start_run(spec)
         return await handle.result()
 
-    meter = CpuMeter(server, extra)
+    meter = CpuMeter(server)
     started = time.monotonic()
     results = await asyncio.wait_for(asyncio.gather(*(one(i) for i in range(n))), BATCH_TIMEOUT)
     wall = time.monotonic() - started
@@ -138,12 +135,10 @@ def shipped_settings(server: BenchServer, task_queue: str, name: str) -> Setting
 
 
 @contextlib.asynccontextmanager
-async def shipped_worker(
-    settings: Settings, kind: type[WorkerService] = WorkerService
-) -> AsyncIterator[WorkerService]:
+async def shipped_worker(settings: Settings) -> AsyncIterator[WorkerService]:
     """WorkerService as `toolwarden up` runs it, with its own SDK-metrics client, until exit."""
     client = await connect_client(settings, with_sdk_metrics=True)
-    service = kind(settings, client)
+    service = WorkerService(settings, client)
     stop = asyncio.Event()
     ready = asyncio.Event()
     task = asyncio.create_task(service.run(stop, on_ready=ready.set))
@@ -321,31 +316,6 @@ class Mode:
     settings: Settings
     shipped: bool = False  # run by WorkerService, as `toolwarden up` runs it
     mirror_db: Path | None = None
-    service: WorkerService | None = None
-
-    def extra_processes(self) -> list[psutil.Process]:
-        """The worker's own child processes that do its work (the mirror writer process)."""
-        child = getattr(self.service.mirror, "child_pid", None) if self.service else None
-        if child is None:
-            return []
-        with contextlib.suppress(psutil.Error):
-            return [psutil.Process(child)]
-        return []
-
-
-class ChildWriterService(WorkerService):
-    """The shipped worker with the mirror writer in a child process (the --modes child A/B)."""
-
-    def _start_mirror(self) -> MirrorWriterProcess | None:  # type: ignore[override]
-        from toolwarden.mirror import upgrade
-
-        url = self.settings.mirror_url
-        self.settings.home.mkdir(parents=True, exist_ok=True)
-        upgrade(url)
-        writer = MirrorWriterProcess(url, self.settings.mirror)
-        writer.start()
-        self.mirror = writer  # type: ignore[assignment]
-        return writer
 
 
 async def main(args: argparse.Namespace) -> None:
@@ -378,14 +348,11 @@ async def main(args: argparse.Namespace) -> None:
             await stack.enter_async_context(baseline)
             for mode in modes.values():
                 if mode.shipped:
-                    kind = ChildWriterService if mode.name == "child" else WorkerService
-                    mode.service = await stack.enter_async_context(shipped_worker(mode.settings, kind))
+                    await stack.enter_async_context(shipped_worker(mode.settings))
 
             async def run_mode(mode: Mode) -> Batch:
                 stem = f"bench-{mode.name}-{tag()}"
-                batch = await supervised_batch(
-                    server, mode.supervisor, mode.settings, args.n, stem, mode.extra_processes()
-                )
+                batch = await supervised_batch(server, mode.supervisor, mode.settings, args.n, stem)
                 if mode.mirror_db is not None:
                     rows, waited = await mirror_caught_up(mode.mirror_db, stem, args.n)
                     print(
@@ -467,7 +434,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
         default="off,shipped",
         help=(
             "supervised modes to measure against bare: off (mirror and health off), shipped "
-            "(`up` defaults), child (shipped with the mirror writer in a child process)"
+            "(`up` defaults); diagnostic: no-mirror, no-sdk-metrics (shipped without that part)"
         ),
     )
     parser.add_argument(
