@@ -29,7 +29,7 @@ from tests.support import REPO
 from toolwarden import metrics
 from toolwarden.mirror import apply_updates, make_engine, upgrade
 from toolwarden.mirror.queries import PENDING_APPROVALS_BY_AGE
-from toolwarden.models import ApprovalState, MirrorUpdate, RunState
+from toolwarden.models import ApprovalState, RunState, RunUpdate
 
 __all__ = ["pg_schema"]  # the fixture, used by `mirror` below
 
@@ -143,9 +143,9 @@ def mirror(pg_schema: str) -> Iterator[Engine]:
     minute = timedelta(minutes=1)
     hour = NOW.replace(minute=0, second=0) - timedelta(hours=2)  # runs in this hour and the next
 
-    def ended(run_id: str, tool: str, state: RunState, start: datetime, **kw: Any) -> MirrorUpdate:
+    def ended(run_id: str, tool: str, state: RunState, start: datetime, **kw: Any) -> RunUpdate:
         status = make_status(run_id, tool=tool, state=state, started_at=start, ended_at=start + minute, **kw)
-        return MirrorUpdate(status=status, events=[])
+        return RunUpdate(status=status, events=[])
 
     waits = {"d1": 60, "d2": 120, "d3": 600}  # seconds from request to decision
     decided = {
@@ -165,11 +165,11 @@ def mirror(pg_schema: str) -> Iterator[Engine]:
         ended("b1", "backup", RunState.SUCCEEDED, hour + 5 * minute),
         ended("b2", "backup", RunState.FAILED, hour + 62 * minute),
         ended("old", "backup", RunState.HUNG, NOW - timedelta(days=3)),  # before the range
-        MirrorUpdate(status=make_status(
+        RunUpdate(status=make_status(
             "w1", tool="deploy", state=RunState.WAITING_APPROVAL, started_at=hour + 100 * minute,
             approvals=[make_approval("w1", "gate", requested_at=NOW - 20 * minute)],
         )),
-        MirrorUpdate(status=make_status(
+        RunUpdate(status=make_status(
             "w2", tool="backup", state=RunState.WAITING_APPROVAL, started_at=hour + 101 * minute,
             approvals=[make_approval("w2", "wipe", requested_at=NOW - 5 * minute)],
         )),
