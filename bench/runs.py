@@ -30,6 +30,7 @@ import collections
 import contextlib
 import sqlite3
 import sys
+import threading
 import time
 import uuid
 from collections.abc import AsyncIterator
@@ -150,6 +151,11 @@ async def shipped_worker(settings: Settings) -> AsyncIterator[WorkerService]:
     finally:
         stop.set()
         await asyncio.wait_for(task, 60.0)
+
+
+def mirror_threads() -> set[int]:
+    """Native ids of the mirror writer threads alive in this process."""
+    return {t.native_id for t in threading.enumerate() if t.name == "toolwarden-mirror" and t.native_id}
 
 
 def mirrored_runs(db: Path, stem: str) -> int:
@@ -316,6 +322,14 @@ class Mode:
     settings: Settings
     shipped: bool = False  # run by WorkerService, as `toolwarden up` runs it
     mirror_db: Path | None = None
+    mirror_thread: int | None = None  # native id of its mirror writer thread
+
+    def mirror_cpu(self) -> float:
+        """CPU seconds its mirror writer thread has used so far (0 without a mirror)."""
+        for thread in psutil.Process().threads():
+            if thread.id == self.mirror_thread:
+                return float(thread.user_time + thread.system_time)
+        return 0.0
 
 
 async def main(args: argparse.Namespace) -> None:
@@ -348,16 +362,21 @@ async def main(args: argparse.Namespace) -> None:
             await stack.enter_async_context(baseline)
             for mode in modes.values():
                 if mode.shipped:
+                    before = mirror_threads()
                     await stack.enter_async_context(shipped_worker(mode.settings))
+                    mode.mirror_thread = next(iter(mirror_threads() - before), None)
 
             async def run_mode(mode: Mode) -> Batch:
                 stem = f"bench-{mode.name}-{tag()}"
+                writer_cpu = mode.mirror_cpu()
                 batch = await supervised_batch(server, mode.supervisor, mode.settings, args.n, stem)
+                writer_cpu = mode.mirror_cpu() - writer_cpu
                 if mode.mirror_db is not None:
                     rows, waited = await mirror_caught_up(mode.mirror_db, stem, args.n)
                     print(
                         f"    {mode.name}: {rows}/{args.n} runs in the mirror as succeeded, "
-                        f"{waited:.2f} s after the last result"
+                        f"{waited:.2f} s after the last result; mirror writer thread "
+                        f"{writer_cpu / args.n * 1000:.2f} ms CPU per run"
                     )
                 return batch
 
