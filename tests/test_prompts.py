@@ -176,3 +176,16 @@ async def test_a_pattern_that_never_matches_leaves_the_tool_alone(
     assert await asyncio.wait_for(launched.process.wait(), 30) == 0
     await stop_answering(answering)
     assert asked == []
+
+
+async def test_a_tool_that_closes_its_terminal_before_exiting_is_not_hung_up(
+    tmp_path: Path, on_terminal: list[Launched]
+) -> None:
+    # rm -i and cp -i close stdin, stdout and stderr on their way out; hanging up the terminal
+    # then (closing our side at EOF) would kill them with SIGHUP before they exit.
+    launched = await start(
+        ["sh", "-c", "echo bye; exec 0<&- 1>&- 2>&-; sleep 0.5; exit 7"], tmp_path, on_terminal
+    )
+    assert await asyncio.wait_for(launched.process.wait(), 30) == 7
+    await drain_output(launched)
+    assert list(launched.tail) == ["bye"]

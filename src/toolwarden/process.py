@@ -312,7 +312,7 @@ async def _launch_on_terminal(
         terminal=terminal,
     )
     launched.stderr.close()  # the terminal is one stream: stderr's log stays empty
-    launched.readers = [asyncio.create_task(_pump_terminal(terminal, launched.stdout))]
+    launched.readers = [asyncio.create_task(_pump_terminal(terminal, launched.stdout, process))]
     return launched
 
 
@@ -325,8 +325,15 @@ def _launch_error(argv: list[str], exc: OSError) -> LaunchError:
     return LaunchError(f"{argv[0]}: {exc.strerror or exc}", code)
 
 
-async def _pump_terminal(terminal: Terminal, sink: OutputSink) -> None:
-    """Copy the terminal's output to `sink` until the tool's side is closed (EIO on Linux)."""
+async def _pump_terminal(
+    terminal: Terminal, sink: OutputSink, process: asyncio.subprocess.Process
+) -> None:
+    """Copy the terminal's output to `sink` until the tool's side is closed (EIO on Linux).
+
+    The terminal is closed only once the tool has exited: closing it hangs it up, and `rm -i`
+    closes its stdin, stdout and stderr just before exiting, so closing at EOF would kill it
+    with SIGHUP on its way out.
+    """
     loop = asyncio.get_running_loop()
     readable = asyncio.Event()
     loop.add_reader(terminal.fd, readable.set)
@@ -345,6 +352,8 @@ async def _pump_terminal(terminal: Terminal, sink: OutputSink) -> None:
             if not chunk:
                 break
             sink.feed(chunk)
+        loop.remove_reader(terminal.fd)
+        await process.wait()
     finally:
         loop.remove_reader(terminal.fd)
         terminal.close()
