@@ -189,3 +189,20 @@ async def test_a_tool_that_closes_its_terminal_before_exiting_is_not_hung_up(
     assert await asyncio.wait_for(launched.process.wait(), 30) == 7
     await drain_output(launched)
     assert list(launched.tail) == ["bye"]
+
+
+def test_the_example_aider_profile_knows_aiders_prompts() -> None:
+    from toolwarden.config import load_settings
+    from toolwarden.prompts import compile_patterns
+
+    example = Path(__file__).parent.parent / "examples" / "supervision.yaml"
+    patterns = compile_patterns(load_settings(example).tools["aider"].prompts)
+    for output, is_prompt in [
+        (b"Run shell command? (Y)es/(N)o/(D)on't ask again [Yes]: ", True),
+        (b"Add src/app.py to the chat? (Y)es/(N)o/(A)ll/(S)kip all/(D)on't ask again [Yes]: ", True),
+        (b"Create new file? (Y)es/(N)o [No]: ", True),
+        (b"Applied edit to src/app.py\r\n", False),
+    ]:
+        screen = PromptScreen()
+        screen.feed(output)
+        assert (matching_prompt(screen, patterns) is not None) is is_prompt, output
