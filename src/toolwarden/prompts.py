@@ -141,13 +141,13 @@ def waiting_for_input(session: int) -> bool:
     import psutil
 
     channels: list[str | None] = []
-    for proc in psutil.process_iter(["status"]):
+    for proc in psutil.process_iter():
         try:
             if os.getsid(proc.pid) != session:
                 continue
-        except OSError:
+            status = proc.status()
+        except (OSError, psutil.Error):
             continue
-        status = proc.info["status"]
         if status == psutil.STATUS_ZOMBIE:
             continue
         if status != psutil.STATUS_SLEEPING:
