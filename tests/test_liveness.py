@@ -145,3 +145,14 @@ def test_cli_liveness_and_prompt_flags_reject_bad_values_in_one_line(tmp_path: P
         assert result.exit_code == 2, result.output
         assert message in result.output
         assert "Traceback" not in result.output
+
+
+def test_an_invalid_prompt_pattern_in_a_profile_is_one_line_naming_it(tmp_path: Path) -> None:
+    path = tmp_path / "supervision.yaml"
+    path.write_text("tools:\n  rm:\n    prompts: ['remove (']\n")
+    with pytest.raises(ConfigError) as caught:
+        load_settings(path)
+    assert str(caught.value) == (
+        f"config error in {path}: tools.rm.prompts: Value error, invalid prompt pattern "
+        "'remove (': missing ), unterminated subpattern at position 7"
+    )

@@ -14,7 +14,15 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Any
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, field_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+)
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -22,7 +30,14 @@ from pydantic_settings import (
     YamlConfigSettingsSource,
 )
 
-from toolwarden.models import DEFAULT_LIVENESS, ExpiryOutcome, Liveness, RetryBackoff, RunSpec
+from toolwarden.models import (
+    DEFAULT_LIVENESS,
+    ExpiryOutcome,
+    Liveness,
+    RetryBackoff,
+    RunSpec,
+    check_prompt_patterns,
+)
 
 CONFIG_FILE_NAME = "supervision.yaml"
 ENV_CONFIG = "TOOLWARDEN_CONFIG"
@@ -157,7 +172,9 @@ class ToolProfile(Section):
     liveness: LivenessSignals | None = None
     # Prompt mode (see docs/guide.md): run on a pseudo-terminal, a matching prompt is an
     # approval answered with `answer_yes` or `answer_no`. `--prompt` adds to these patterns.
-    prompts: list[str] = Field(default_factory=list)
+    prompts: Annotated[list[str], AfterValidator(check_prompt_patterns)] = Field(
+        default_factory=list
+    )
     answer_yes: str | None = None
     answer_no: str | None = None
     env: dict[str, str] = Field(default_factory=dict)

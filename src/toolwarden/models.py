@@ -116,7 +116,7 @@ class Liveness(StrEnum):
 DEFAULT_LIVENESS = (Liveness.OUTPUT, Liveness.HEARTBEAT)
 
 
-def _check_patterns(patterns: list[str]) -> list[str]:
+def check_prompt_patterns(patterns: list[str]) -> list[str]:
     for pattern in patterns:
         try:
             re.compile(pattern)
@@ -158,7 +158,7 @@ class RunSpec(Model):
     approval_on_expiry: ExpiryOutcome = ExpiryOutcome.REJECT
     approvers: list[str] = Field(default_factory=list)
     # Prompt mode: the tool runs on a pseudo-terminal and a matching prompt becomes an approval.
-    prompts: Annotated[list[str], AfterValidator(_check_patterns)] = Field(default_factory=list)
+    prompts: Annotated[list[str], AfterValidator(check_prompt_patterns)] = Field(default_factory=list)
     answer_yes: str = "y"
     answer_no: str = "n"
     liveness: list[Liveness] = Field(default_factory=lambda: list(DEFAULT_LIVENESS), min_length=1)
