@@ -44,9 +44,11 @@ SETPRIV = shutil.which("setpriv") if sys.platform.startswith("linux") else None
 SETSID = shutil.which("setsid") if sys.platform.startswith("linux") else None
 # Wide enough that a long prompt does not wrap, so it stays the last line of output.
 TERMINAL_SIZE = (50, 250)
-# CPU seconds a process group must use between two samples to count as alive: /proc counts in
-# 10 ms ticks, and an idle process waking now and then uses a tick or two.
+# CPU seconds a process group must use within a window to count as alive: /proc counts in
+# 10 ms ticks, an idle process waking now and then uses a tick or two, and a busy one starved
+# to a few percent of a core on a loaded host still shows this much within the window.
 CPU_PROGRESS_SECONDS = 0.03
+CPU_WINDOW_SECONDS = 5.0
 
 
 def resolve_executable(argv0: str, cwd: str | None, env: dict[str, str]) -> None:
@@ -449,6 +451,7 @@ class GroupCpu:
         self.pgid = pgid
         self.active_at = time.monotonic()
         self._used: dict[tuple[int, float], float] = {}  # (pid, create time) -> CPU seconds
+        self._grew: deque[tuple[float, float]] = deque()  # (when, CPU seconds) within the window
 
     def sample(self) -> float:
         """Take a sample; return when the group was last seen using CPU (monotonic)."""
@@ -468,8 +471,13 @@ class GroupCpu:
             used[member] = times.user + times.system + times.children_user + times.children_system
         grown = sum(total - self._used.get(member, 0.0) for member, total in used.items())
         self._used = used
-        if grown >= CPU_PROGRESS_SECONDS:
-            self.active_at = time.monotonic()
+        now = time.monotonic()
+        if grown > 0:
+            self._grew.append((now, grown))
+        while self._grew and self._grew[0][0] < now - CPU_WINDOW_SECONDS:
+            self._grew.popleft()
+        if self._grew and sum(seconds for _, seconds in self._grew) >= CPU_PROGRESS_SECONDS:
+            self.active_at = max(self.active_at, self._grew[-1][0])  # when it last grew
         return self.active_at
 
 
