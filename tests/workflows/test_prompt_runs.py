@@ -174,3 +174,21 @@ async def test_a_tool_waiting_at_its_prompt_is_never_hung_and_heartbeats_flow(
     await supervisor.decide(record.approval_id, approve=True, by="dave")
     assert (await handle.result()).state is RunState.SUCCEEDED
     assert not target.exists()
+
+
+async def test_the_run_timeout_still_applies_at_a_prompt_and_cancels_its_approval(
+    supervisor: Supervisor, settings: Settings, run_id, tmp_path: Path
+) -> None:
+    target = tmp_path / "f"
+    target.touch()
+    spec = settings.run_spec(
+        run_id=run_id("timeout"), argv=["rm", "-i", str(target)],
+        overrides={"prompts": [r"remove .*\?"], "timeout": timedelta(seconds=3)},
+    )
+    handle = await supervisor.start_run(spec)
+    await pending_prompt(supervisor, handle)
+    result = await handle.result()
+    assert result.state is RunState.TIMED_OUT
+    status = await handle.status()
+    assert [a.state for a in status.approvals] == [ApprovalState.CANCELLED]
+    assert target.exists()
