@@ -173,17 +173,18 @@ class Terminal:
         self.closed = False
 
     def write(self, text: str) -> bool:
-        """Type `text` into the tool's terminal; False if the terminal is gone."""
+        """Type `text` into the tool's terminal; False if it is gone or its input is full.
+
+        An answer is a few bytes and the terminal's input buffer holds kilobytes, so it only
+        fills if the tool stopped reading long ago; the write never blocks the event loop.
+        """
         if self.closed:
             return False  # never write to a closed, possibly reused, descriptor
         data = text.encode()
         try:
             while data:
-                try:
-                    data = data[os.write(self.fd, data) :]
-                except BlockingIOError:
-                    time.sleep(0.001)  # an answer is a few bytes; the buffer drains at once
-        except OSError:
+                data = data[os.write(self.fd, data) :]
+        except OSError:  # BlockingIOError included
             return False
         return True
 
@@ -508,14 +509,14 @@ async def supervise(
     waited_until = started
     cpu = GroupCpu(launched.pgid) if Liveness.CPU in liveness and hang_timeout else None
 
-    def last_sign_of_life(sample_cpu: bool) -> float:
+    def last_sign_of_life() -> float:
         signs = [started, waited_until]
         if Liveness.OUTPUT in liveness:
             signs.append(launched.last_output)
         if Liveness.HEARTBEAT in liveness:
             signs.append(last_tool_heartbeat())
         if cpu is not None:
-            signs.append(cpu.sample() if sample_cpu else cpu.active_at)
+            signs.append(cpu.active_at)
         return max(signs)
 
     wait_task = asyncio.ensure_future(launched.process.wait())
@@ -524,7 +525,7 @@ async def supervise(
             now = time.monotonic()
             if waiting_for_person():
                 waited_until = now
-            alive_at = last_sign_of_life(sample_cpu=False)
+            alive_at = last_sign_of_life()
             sleep_for = tick
             if timeout is not None:
                 sleep_for = min(sleep_for, started + timeout - now)
@@ -538,7 +539,9 @@ async def supervise(
             if timeout is not None and now - started >= timeout:
                 await kill_group(launched, kill_grace)
                 return Ending(AttemptOutcome.TIMED_OUT, error=f"timed out after {timeout:g}s")
-            alive_at = last_sign_of_life(sample_cpu=True)
+            if cpu is not None:
+                await asyncio.to_thread(cpu.sample)  # reads /proc: off the event loop
+            alive_at = last_sign_of_life()
             if (
                 hang_timeout is not None
                 and not waiting_for_person()

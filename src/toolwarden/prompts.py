@@ -216,7 +216,8 @@ async def answer_prompts(
             continue
         answer = answer_yes if decision.approved else answer_no
         screen.answered(answer)
-        terminal.write(answer + ENTER)
+        if not terminal.write(answer + ENTER):
+            log.warning("prompt %s decided, but the tool's terminal takes no input", request.key)
 
 
 def start_answering(
