@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.cli.test_cli import invoke, write_config
 from tests.support import eventually, tool
 from toolwarden.client import RunHandle, Supervisor
 from toolwarden.config import Settings
@@ -192,3 +193,31 @@ async def test_the_run_timeout_still_applies_at_a_prompt_and_cancels_its_approva
     status = await handle.status()
     assert [a.state for a in status.approvals] == [ApprovalState.CANCELLED]
     assert target.exists()
+
+
+@pytest.mark.parametrize("approve", [True, False])
+async def test_the_cli_as_a_new_user_runs_it(
+    supervisor: Supervisor, settings: Settings, tmp_path: Path, approve: bool
+) -> None:
+    """`run --prompt ... -- rm -i FILE`, `approvals`, then `approve` or `reject`, as in the guide."""
+    config = write_config(settings, tmp_path / "supervision.yaml")
+    target = tmp_path / "FILE"
+    target.write_text("data\n")
+    started = await invoke(
+        config, "run", "--detach", "--cwd", str(tmp_path), "--prompt", r"remove .*\?",
+        "--", "rm", "-i", "FILE",
+    )
+    assert started.exit_code == 0, started.output
+    run = started.stdout.strip()
+
+    async def listed() -> str | None:
+        shown = await invoke(config, "approvals")
+        line = next((ln for ln in shown.stdout.splitlines() if ln.startswith(f"{run}/")), None)
+        return line if line and "rm: remove regular file 'FILE'?" in line else None
+
+    approval = (await eventually(listed, what="the prompt in `toolwarden approvals`")).split()[0]
+    verb = ["approve", approval] if approve else ["reject", approval, "--reason", "keep"]
+    decided = await invoke(config, *verb)
+    assert decided.exit_code == 0, decided.output
+    assert (await supervisor.get_run(run).result()).state is RunState.SUCCEEDED
+    assert target.exists() is not approve
