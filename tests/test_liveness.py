@@ -153,6 +153,6 @@ def test_an_invalid_prompt_pattern_in_a_profile_is_one_line_naming_it(tmp_path: 
     with pytest.raises(ConfigError) as caught:
         load_settings(path)
     assert str(caught.value) == (
-        f"config error in {path}: tools.rm.prompts: Value error, invalid prompt pattern "
+        f"config error in {path}: tools.rm.prompts: invalid prompt pattern "
         "'remove (': missing ), unterminated subpattern at position 7"
     )
