@@ -18,7 +18,7 @@ from temporalio.client import WorkflowHandle
 from temporalio.exceptions import ApplicationError, ApplicationErrorCategory
 
 from toolwarden import metrics
-from toolwarden.channel import ToolChannel
+from toolwarden.channel import NotifyPending, ToolChannel
 from toolwarden.config import Settings
 from toolwarden.models import (
     ApprovalAsk,
@@ -85,7 +85,7 @@ class _Attempt:
         self.progress: float | None = None
         self.message: str | None = None
         self.asked: set[str] = set()
-        self.told_pending: set[str] = set()  # keys whose `pending` line went to the tool
+        self.told_pending: set[str] = set()  # keys whose `pending` line went to the tool's socket
         self.decided: set[str] = set()
         self.waiting: set[str] = set()
         self.key = f"{attempt.spec.run_id}:{attempt.attempt}"
@@ -122,6 +122,16 @@ class _Attempt:
         )
 
 
+def _noting_pending(state: _Attempt, key: str, notify: NotifyPending) -> NotifyPending:
+    """`notify` that also notes the tool was told `key` is pending (it may now exit 75)."""
+
+    def tell(approval_id: str, expires_at: datetime) -> None:
+        notify(approval_id, expires_at)
+        state.told_pending.add(key)
+
+    return tell
+
+
 class ToolActivities:
     """The worker's activities; every change of a run goes to each of `sinks` (mirror, metrics)."""
 
@@ -154,7 +164,9 @@ class ToolActivities:
             attempt=attempt.attempt,
             heartbeat_interval=min(1.0, self._settings.worker.heartbeat_interval.total_seconds()),
             on_heartbeat=state.on_heartbeat,
-            on_request=lambda ask, notify: self._ask_workflow(workflow, state, ask, notify),
+            on_request=lambda ask, notify: self._ask_workflow(
+                workflow, state, ask, _noting_pending(state, ask.key, notify)
+            ),
         )
         await channel.start()
 
@@ -323,7 +335,6 @@ class ToolActivities:
                 answer: Decision = record.decision()
                 return answer
             notify_pending(record.approval_id, record.expires_at)
-            state.told_pending.add(ask.key)
             decision: Decision = await workflow.execute_update(
                 WAIT_DECISION_UPDATE, ApprovalRef(key=ask.key), result_type=Decision
             )
