@@ -402,3 +402,37 @@ async def test_the_openapi_document(server: HttpServer) -> None:
     } <= paths
     assert "/healthz" not in paths
     assert "HTTPBearer" in doc["components"]["securitySchemes"]
+
+
+async def test_stopping_the_server_cuts_an_open_follow(
+    services: HttpServices, tokens: TokenStore, supervisor: Supervisor, settings: Settings,
+    run_id: Callable[[str], str],
+) -> None:
+    rid = await start(
+        supervisor, settings.run_spec(run_id=run_id("f"), argv=["sh", "-c", "echo up; sleep 600"])
+    )
+    server = HttpServer(create_app(services), "127.0.0.1:0")
+    await server.start()
+    headers = {"Authorization": f"Bearer {tokens.create('alice')}"}
+    got_line = asyncio.Event()
+
+    async def follow() -> None:
+        async with (
+            httpx.AsyncClient(base_url=f"{server.url}/api/v1", timeout=60) as http,
+            http.stream("GET", f"/runs/{rid}/logs?follow=1", headers=headers) as stream,
+        ):
+            async for line in stream.aiter_lines():
+                if line == 'data: "up"':
+                    got_line.set()
+
+    reader = asyncio.create_task(follow())
+    try:
+        await asyncio.wait_for(got_line.wait(), timeout=60)
+        started = asyncio.get_running_loop().time()
+        await server.stop()
+        assert asyncio.get_running_loop().time() - started < 10
+        with pytest.raises(httpx.HTTPError):
+            await asyncio.wait_for(reader, timeout=10)  # the stream ends without `end`
+    finally:
+        reader.cancel()
+        await supervisor.get_run(rid).cancel()

@@ -299,8 +299,9 @@ async def list_approvals(
     ] = False,
 ) -> PendingApprovals:
     """Pending approvals, oldest first, and the runs that wait but cannot say for what now."""
+    _supervisor(services)
     try:
-        return await _supervisor(services).pending_approvals(include_decided=all)
+        return await services.approval_listings[all].get()
     except Exception as exc:
         _fail(exc)
 
