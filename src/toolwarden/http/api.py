@@ -32,7 +32,7 @@ from toolwarden.errors import one_line
 from toolwarden.http.auth import Approver
 from toolwarden.http.errors import ErrorBody
 from toolwarden.http.services import HttpServices, Services
-from toolwarden.logfiles import LogReader, tail_lines
+from toolwarden.logfiles import LogFollower, tail_lines
 from toolwarden.models import (
     APPROVAL_KEY_PATTERN,
     RUN_ID_PATTERN,
@@ -268,14 +268,14 @@ def _event(kind: str, data: object) -> bytes:
 
 async def _follow(request: Request, handle: RunHandle, directory: Any) -> AsyncIterator[bytes]:
     """Every line of every attempt, then new ones as they come, until the run ends."""
-    reader = LogReader(directory)
+    reader = LogFollower(directory, max_initial_bytes=4 * 1024 * 1024)
     ended = asyncio.ensure_future(handle.result())
     try:
         while True:
-            for line in await asyncio.to_thread(reader.read):
+            for line in await asyncio.to_thread(reader.read_lines):
                 yield _event("line", line)
             if ended.done():
-                for line in await asyncio.to_thread(reader.read):
+                for line in await asyncio.to_thread(reader.read_lines):
                     yield _event("line", line)
                 state = ended.result().state.value if not ended.exception() else "unknown"
                 yield _event("end", {"state": state})
