@@ -6,6 +6,7 @@ import asyncio
 import json
 from collections.abc import AsyncIterator, Callable
 from dataclasses import replace
+from datetime import timedelta
 from typing import Any
 
 import httpx
@@ -436,3 +437,27 @@ async def test_stopping_the_server_cuts_an_open_follow(
     finally:
         reader.cancel()
         await supervisor.get_run(rid).cancel()
+
+
+async def test_a_revoked_or_expired_token_decides_nothing(
+    api: Api, tokens: TokenStore, supervisor: Supervisor, settings: Settings,
+    run_id: Callable[[str], str],
+) -> None:
+    rid = await asking(supervisor, settings, run_id)
+    carol = api("carol")
+    assert (await carol.get("/me")).json() == {"name": "carol"}
+    TokenStore(tokens.path).revoke("carol")  # `toolwarden token revoke carol`, elsewhere
+    one_line_error(await carol.post(f"/approvals/{rid}/deploy/approve"), 401)
+
+    expired = tokens.create("dave", timedelta(seconds=1))
+    dave = api(None)
+    dave.headers["Authorization"] = f"Bearer {expired}"
+
+    async def refused() -> bool:
+        return (await dave.get("/me")).status_code == 401
+
+    await eventually(refused, what="the token to expire")
+    one_line_error(await dave.post(f"/approvals/{rid}/deploy/approve"), 401)
+    status = await supervisor.get_run(rid).status()
+    assert [a.state for a in status.approvals] == [ApprovalState.PENDING]
+    await supervisor.get_run(rid).cancel()
