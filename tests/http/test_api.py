@@ -6,6 +6,7 @@ import asyncio
 import json
 from collections.abc import AsyncIterator, Callable
 from dataclasses import replace
+from datetime import timedelta
 from typing import Any
 
 import httpx
@@ -402,3 +403,61 @@ async def test_the_openapi_document(server: HttpServer) -> None:
     } <= paths
     assert "/healthz" not in paths
     assert "HTTPBearer" in doc["components"]["securitySchemes"]
+
+
+async def test_stopping_the_server_cuts_an_open_follow(
+    services: HttpServices, tokens: TokenStore, supervisor: Supervisor, settings: Settings,
+    run_id: Callable[[str], str],
+) -> None:
+    rid = await start(
+        supervisor, settings.run_spec(run_id=run_id("f"), argv=["sh", "-c", "echo up; sleep 600"])
+    )
+    server = HttpServer(create_app(services), "127.0.0.1:0")
+    await server.start()
+    headers = {"Authorization": f"Bearer {tokens.create('alice')}"}
+    got_line = asyncio.Event()
+
+    async def follow() -> None:
+        async with (
+            httpx.AsyncClient(base_url=f"{server.url}/api/v1", timeout=60) as http,
+            http.stream("GET", f"/runs/{rid}/logs?follow=1", headers=headers) as stream,
+        ):
+            async for line in stream.aiter_lines():
+                if line == 'data: "up"':
+                    got_line.set()
+
+    reader = asyncio.create_task(follow())
+    try:
+        await asyncio.wait_for(got_line.wait(), timeout=60)
+        started = asyncio.get_running_loop().time()
+        await server.stop()
+        assert asyncio.get_running_loop().time() - started < 10
+        with pytest.raises(httpx.HTTPError):
+            await asyncio.wait_for(reader, timeout=10)  # the stream ends without `end`
+    finally:
+        reader.cancel()
+        await supervisor.get_run(rid).cancel()
+
+
+async def test_a_revoked_or_expired_token_decides_nothing(
+    api: Api, tokens: TokenStore, supervisor: Supervisor, settings: Settings,
+    run_id: Callable[[str], str],
+) -> None:
+    rid = await asking(supervisor, settings, run_id)
+    carol = api("carol")
+    assert (await carol.get("/me")).json() == {"name": "carol"}
+    TokenStore(tokens.path).revoke("carol")  # `toolwarden token revoke carol`, elsewhere
+    one_line_error(await carol.post(f"/approvals/{rid}/deploy/approve"), 401)
+
+    expired = tokens.create("dave", timedelta(seconds=1))
+    dave = api(None)
+    dave.headers["Authorization"] = f"Bearer {expired}"
+
+    async def refused() -> bool:
+        return (await dave.get("/me")).status_code == 401
+
+    await eventually(refused, what="the token to expire")
+    one_line_error(await dave.post(f"/approvals/{rid}/deploy/approve"), 401)
+    status = await supervisor.get_run(rid).status()
+    assert [a.state for a in status.approvals] == [ApprovalState.PENDING]
+    await supervisor.get_run(rid).cancel()

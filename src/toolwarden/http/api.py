@@ -13,9 +13,11 @@ from __future__ import annotations
 import asyncio
 import json
 from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Annotated, Any, NoReturn
 
-from fastapi import APIRouter, Body, HTTPException, Path, Query, Request, Response
+from fastapi import APIRouter, Body, HTTPException, Query, Request, Response
+from fastapi import Path as PathParam
 from fastapi.responses import StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field, JsonValue
 from temporalio.service import RPCError, RPCStatusCode
@@ -59,7 +61,7 @@ _NOT_FOUND: dict[int | str, dict[str, Any]] = {
 
 router = APIRouter(responses=_ERRORS)
 
-RunIdPath = Annotated[str, Path(description="The run's id (its Temporal workflow id).")]
+RunIdPath = Annotated[str, PathParam(description="The run's id (its Temporal workflow id).")]
 
 
 # -- response and request models that exist only for the API -----------------------------------
@@ -266,7 +268,7 @@ def _event(kind: str, data: object) -> bytes:
     return f"event: {kind}\ndata: {json.dumps(data)}\n\n".encode()
 
 
-async def _follow(request: Request, handle: RunHandle, directory: Any) -> AsyncIterator[bytes]:
+async def _follow(request: Request, handle: RunHandle, directory: Path) -> AsyncIterator[bytes]:
     """Every line of every attempt, then new ones as they come, until the run ends."""
     reader = LogFollower(directory, max_initial_bytes=4 * 1024 * 1024)
     ended = asyncio.ensure_future(handle.result())
@@ -299,8 +301,9 @@ async def list_approvals(
     ] = False,
 ) -> PendingApprovals:
     """Pending approvals, oldest first, and the runs that wait but cannot say for what now."""
+    _supervisor(services)
     try:
-        return await _supervisor(services).pending_approvals(include_decided=all)
+        return await services.approval_listings[all].get()
     except Exception as exc:
         _fail(exc)
 
@@ -356,7 +359,7 @@ async def approve(
     services: Services,
     name: Approver,
     run_id: RunIdPath,
-    key: Annotated[str, Path(description="The approval's key within the run.")],
+    key: Annotated[str, PathParam(description="The approval's key within the run.")],
     body: Annotated[DecisionRequest | None, Body()] = None,
 ) -> Response:
     """Approve as the token's approver; `response` is handed to the tool."""
@@ -373,7 +376,7 @@ async def reject(
     services: Services,
     name: Approver,
     run_id: RunIdPath,
-    key: Annotated[str, Path(description="The approval's key within the run.")],
+    key: Annotated[str, PathParam(description="The approval's key within the run.")],
     body: Annotated[DecisionRequest | None, Body()] = None,
 ) -> Response:
     """Reject as the token's approver; a `reason` is required."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import socket
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Annotated
@@ -10,7 +11,9 @@ from fastapi import Depends, Request
 
 from toolwarden.config import Settings
 from toolwarden.http.health import HealthChecks
+from toolwarden.http.listing import SharedListing
 from toolwarden.http.tokens import TokenStore
+from toolwarden.models import PendingApprovals
 
 if TYPE_CHECKING:
     from temporalio.client import Client
@@ -28,6 +31,20 @@ class HttpServices:
     supervisor: Supervisor | None = None
     # The host name this worker writes into the attempts it runs (whose logs it holds).
     host: str = field(default_factory=socket.gethostname)
+    # GET /approvals (pending; with decided), shared by concurrent requests.
+    approval_listings: dict[bool, SharedListing[PendingApprovals]] = field(
+        init=False, repr=False, compare=False
+    )
+
+    def __post_init__(self) -> None:
+        listings: dict[bool, SharedListing[PendingApprovals]] = {}
+        if self.supervisor is not None:
+            for include_decided in (False, True):
+                fetch = functools.partial(
+                    self.supervisor.pending_approvals, include_decided=include_decided
+                )
+                listings[include_decided] = SharedListing(fetch)
+        object.__setattr__(self, "approval_listings", listings)
 
     @classmethod
     def for_worker(
