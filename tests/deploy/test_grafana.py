@@ -23,8 +23,8 @@ import yaml
 from prometheus_client.metrics_core import Metric
 from sqlalchemy import Engine, text
 
+from tests.deploy.conftest import require_tool
 from tests.mirror.conftest import make_approval, make_status, pg_schema, pg_url
-from tests.ops.conftest import require_tool
 from tests.support import REPO
 from toolwarden import metrics
 from toolwarden.mirror import apply_updates, make_engine, upgrade
