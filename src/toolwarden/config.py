@@ -14,7 +14,15 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Any
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -182,6 +190,12 @@ class WebhookChannel(NotifyChannel):
     # HMAC-SHA256 key for the signature header: inline, or read from a file (preferred).
     secret: str | None = None
     secret_file: Path | None = None
+
+    @model_validator(mode="after")
+    def _needs_a_secret(self) -> WebhookChannel:
+        if not self.secret and self.secret_file is None:
+            raise ValueError("a webhook needs `secret` or `secret_file` to sign its requests")
+        return self
 
 
 class SlackChannel(NotifyChannel):

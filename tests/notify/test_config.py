@@ -53,6 +53,15 @@ def test_an_unknown_key_names_itself(tmp_path: Path) -> None:
         load_settings(path)
 
 
-def test_a_webhook_without_a_secret_is_refused() -> None:
-    with pytest.raises(ValueError, match="needs a secret"):
-        channels_from(NotificationSettings(webhooks=[WebhookChannel(url="http://x")]))
+def test_a_webhook_without_a_secret_is_a_config_error(tmp_path: Path) -> None:
+    path = tmp_path / "supervision.yaml"
+    path.write_text("notifications:\n  webhooks:\n    - url: https://x\n")
+    with pytest.raises(ConfigError, match=r"notifications\.webhooks\.0: .*needs `secret` or `secret_file`"):
+        load_settings(path)
+
+
+def test_an_empty_secret_file_is_refused(tmp_path: Path) -> None:
+    empty = tmp_path / "secret"
+    empty.write_text("\n")
+    with pytest.raises(ValueError, match="is empty"):
+        channels_from(NotificationSettings(webhooks=[WebhookChannel(url="http://x", secret_file=empty)]))

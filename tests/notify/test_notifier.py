@@ -28,8 +28,7 @@ from toolwarden.config import (
     WebhookChannel,
 )
 from toolwarden.http.links import LinkAction, LinkSigner
-from toolwarden.models import ApprovalState, LiveDetails
-from toolwarden.models import MirrorUpdate as RunUpdate
+from toolwarden.models import ApprovalState, LiveDetails, RunUpdate
 from toolwarden.notify import ApprovalNotifier, Notice, NoticeEvent
 from toolwarden.notify.webhook import (
     DELIVERY_HEADER,

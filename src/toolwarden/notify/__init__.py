@@ -21,8 +21,7 @@ from datetime import UTC, datetime
 from functools import partial
 
 from toolwarden.config import NotificationSettings, NotifyChannel, Settings, SmtpChannel
-from toolwarden.models import ApprovalRecord, ApprovalState, LiveDetails, RunStatus
-from toolwarden.models import MirrorUpdate as RunUpdate
+from toolwarden.models import ApprovalRecord, ApprovalState, LiveDetails, RunStatus, RunUpdate
 from toolwarden.notify.message import LinkFactory, Notice, NoticeEvent, NoticeLinks
 from toolwarden.notify.queue import Delivery, DeliveryQueue
 from toolwarden.notify.slack import SlackDelivery
