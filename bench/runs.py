@@ -46,6 +46,7 @@ from temporalio.service import RPCError
 from toolwarden.activities.tool_run import ToolActivities
 from toolwarden.client import Supervisor, UnknownRun
 from toolwarden.config import Settings
+from toolwarden.metrics import MetricsSink
 from toolwarden.models import RunResult, RunState
 from toolwarden.worker.runner import build_worker
 
@@ -235,7 +236,7 @@ async def main(args: argparse.Namespace) -> None:
         settings = server.settings(new_queue("tw"))
         bare_queue = new_queue("bare")
         supervisor = Supervisor(server.client, settings)
-        activities = ToolActivities(settings)
+        activities = ToolActivities(settings, [MetricsSink()])
         worker = build_worker(server.client, settings, activities=activities)
         baseline = bare_worker(server.client, settings, bare_queue)
         async with worker, baseline:

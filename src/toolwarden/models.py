@@ -257,9 +257,6 @@ class AttemptSpec(Model):
     spec: RunSpec
     attempt: int
     resume: dict[str, Decision] = Field(default_factory=dict)
-    # The run's projection as the attempt starts, handed to the mirror by the activity itself,
-    # which saves the workflow a local activity per launch.
-    projection: RunUpdate | None = None
 
 
 class LiveDetails(Model):
@@ -300,9 +297,6 @@ class AttemptResult(Model):
     pending_keys: list[str] = Field(default_factory=list)
     progress: float | None = None
     message: str | None = None
-    # Set by an activity that handed the run's end to the mirror itself (`closing_projection`);
-    # results recorded before this field existed read False, and their runs end as they did.
-    final_projected: bool = False
 
 
 class RunStatus(Model):

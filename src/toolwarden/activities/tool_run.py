@@ -1,4 +1,4 @@
-"""Activities: thin adapters from Temporal to process control, the tool channel and the mirror."""
+"""Activities: thin adapters from Temporal to process control, the tool channel and the run sinks."""
 
 from __future__ import annotations
 
@@ -9,10 +9,9 @@ import logging
 import os
 import socket
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Protocol
 
 from temporalio import activity
 from temporalio.client import WorkflowHandle
@@ -31,8 +30,6 @@ from toolwarden.models import (
     AttemptSpec,
     Decision,
     LiveDetails,
-    RunEvent,
-    RunState,
     RunUpdate,
 )
 from toolwarden.process import (
@@ -52,62 +49,17 @@ from toolwarden.protocol import (
     ENV_SOCKET,
     EXIT_AWAIT_DECISION,
 )
-from toolwarden.workflows import REQUEST_APPROVAL_UPDATE, WAIT_DECISION_UPDATE
-from toolwarden.workflows.rules import attempt_ended, ending_state, run_ended
+from toolwarden.sinks import RunSink, RunSinks
+from toolwarden.workflows import (
+    PROJECT_RUN_ACTIVITY,
+    REQUEST_APPROVAL_UPDATE,
+    RUN_TOOL_ACTIVITY,
+    WAIT_DECISION_UPDATE,
+)
 
-RUN_TOOL = "run_tool"
-PROJECT_RUN = "project_run"
 MAX_TICK_SECONDS = 1.0
 
 log = logging.getLogger(__name__)
-
-
-class MirrorSink(Protocol):
-    def submit(self, update: RunUpdate) -> None: ...
-
-    def heartbeat(self, run_id: str, live: LiveDetails) -> None: ...
-
-
-def closing_events(first_seq: int, at: datetime, result: AttemptResult, state: RunState) -> list[RunEvent]:
-    """The events that end a run on `result`, numbered from `first_seq`."""
-    return [
-        RunEvent(seq=seq, at=at, kind=event.kind, data=event.data)
-        for seq, event in enumerate(
-            [attempt_ended(result), run_ended(state, result.exit_code)], start=first_seq
-        )
-    ]
-
-
-def closing_projection(start: RunUpdate, result: AttemptResult) -> RunUpdate | None:
-    """The run's end as the mirror should show it, if `result` ends the run.
-
-    `start` is the projection the workflow sent with the attempt. The activity hands this to the
-    mirror as the tool exits, and the workflow, seeing `final_projected` with nothing else
-    recorded since the launch, ends the run on exactly these events and values; so the run's
-    end costs no `project_run` local activity.
-    """
-    status, spec = start.status, start.status.spec
-    if spec is None or not start.events or result.ended_at is None:
-        return None
-    state = ending_state(spec, status.retry_count, result)
-    if state is None or status.pending_approvals:
-        return None
-    final = result.model_copy(update={"final_projected": True})
-    at = result.ended_at
-    return RunUpdate(
-        status=status.model_copy(
-            update={
-                "state": state,
-                "updated_at": at,
-                "ended_at": at,
-                "exit_code": result.exit_code,
-                "signal": result.signal,
-                "error": result.error,
-                "last_attempt": final,
-            }
-        ),
-        events=closing_events(start.events[-1].seq + 1, at, result, state),
-    )
 
 
 def log_paths(settings: Settings, run_id: str, name: str) -> tuple[Path, Path]:
@@ -124,7 +76,7 @@ class _Attempt:
     """Live state of one launch, shared by the heartbeat loop and the tool channel."""
 
     def __init__(self, attempt: AttemptSpec, host: str) -> None:
-        self.spec = attempt
+        self.attempt = attempt
         self.host = host
         self.launched: Launched | None = None
         self.last_beat = 0.0
@@ -132,6 +84,7 @@ class _Attempt:
         self.progress: float | None = None
         self.message: str | None = None
         self.asked: set[str] = set()
+        self.told_pending: set[str] = set()  # keys whose `pending` line went to the tool
         self.decided: set[str] = set()
         self.waiting: set[str] = set()
         self.key = f"{attempt.spec.run_id}:{attempt.attempt}"
@@ -151,7 +104,7 @@ class _Attempt:
             ago = time.monotonic() - launched.last_output
             last_output_at = datetime.fromtimestamp(time.time() - ago, UTC)
         return LiveDetails(
-            attempt=self.spec.attempt,
+            attempt=self.attempt.attempt,
             pid=launched.pid if launched else None,
             pgid=launched.pgid if launched else None,
             host=self.host,
@@ -169,9 +122,11 @@ class _Attempt:
 
 
 class ToolActivities:
-    def __init__(self, settings: Settings, mirror: MirrorSink | None = None) -> None:
+    """The worker's activities; every change of a run goes to each of `sinks` (mirror, metrics)."""
+
+    def __init__(self, settings: Settings, sinks: Sequence[RunSink] = ()) -> None:
         self._settings = settings
-        self._mirror = mirror
+        self._sinks = RunSinks(sinks)
         self._host = socket.gethostname()
         self.running = 0
         self._cli_dir: Path | None = None
@@ -180,12 +135,10 @@ class ToolActivities:
         except OSError as exc:  # tools still run; `toolwarden ask` then needs it on their PATH
             log.warning("cannot write the tools' toolwarden shim in %s: %s", settings.tool_bin_dir, exc)
 
-    @activity.defn(name=RUN_TOOL)
+    @activity.defn(name=RUN_TOOL_ACTIVITY)
     async def run_tool(self, attempt: AttemptSpec) -> AttemptResult:
         info = activity.info()
         spec = attempt.spec
-        if attempt.projection is not None:
-            self._project(attempt.projection)  # idempotent: a retried attempt projects again
         self._reap_previous_attempt(info.heartbeat_details)
         name = f"attempt-{attempt.attempt}"
         if info.attempt > 1:
@@ -204,24 +157,9 @@ class ToolActivities:
         )
         await channel.start()
         try:
-            result = await self._run(attempt, state, channel, stdout_path, stderr_path)
+            return await self._run(attempt, state, channel, stdout_path, stderr_path)
         finally:
             await channel.close()
-        return self._close_run(attempt, state, result)
-
-    def _close_run(self, attempt: AttemptSpec, state: _Attempt, result: AttemptResult) -> AttemptResult:
-        """If this attempt ends the run, project the end now (see `closing_projection`).
-
-        Not when the tool asked for approvals: the workflow recorded events meanwhile, so it
-        projects the end itself.
-        """
-        if attempt.projection is None or state.asked:
-            return result
-        closing = closing_projection(attempt.projection, result)
-        if closing is None or closing.status.last_attempt is None:
-            return result
-        self._project(closing)
-        return closing.status.last_attempt
 
     async def _run(
         self,
@@ -298,7 +236,10 @@ class ToolActivities:
                 metrics.hung_kill(spec.tool_name)
         outcome = ending.outcome
         undecided = sorted(state.asked - state.decided)
-        if ending.exit_code == EXIT_AWAIT_DECISION and undecided:
+        # Exit and relaunch: the tool was told a request is pending and exited to be relaunched
+        # with the answer. The answer may have come in before it exited; it is relaunched all
+        # the same (with nothing left to wait for), or the run would fail on the exit code.
+        if ending.exit_code == EXIT_AWAIT_DECISION and state.told_pending:
             outcome = AttemptOutcome.AWAITING_DECISION
         live = state.live()
         return result.model_copy(
@@ -325,10 +266,9 @@ class ToolActivities:
         live = state.live()
         if state.launched is not None:
             silent = time.monotonic() - max(state.launched.last_output, state.last_beat)
-            metrics.tool_heartbeat_age(state.spec.spec.tool_name, silent, attempt=state.key)
+            metrics.tool_heartbeat_age(state.attempt.spec.tool_name, silent, attempt=state.key)
         activity.heartbeat(live)
-        if self._mirror is not None:
-            self._mirror.heartbeat(state.spec.spec.run_id, live)
+        self._sinks.heartbeat(state.attempt.spec.run_id, live)
 
     def _reap_previous_attempt(self, details: object) -> None:
         """A relaunch after a lost worker: kill what that attempt left on this host."""
@@ -354,7 +294,7 @@ class ToolActivities:
         state.asked.add(ask.key)
         state.waiting.add(ask.key)
         try:
-            ask = ask.model_copy(update={"attempt": state.spec.attempt})
+            ask = ask.model_copy(update={"attempt": state.attempt.attempt})
             record: ApprovalRecord = await workflow.execute_update(
                 REQUEST_APPROVAL_UPDATE, ask, result_type=ApprovalRecord
             )
@@ -363,23 +303,19 @@ class ToolActivities:
                 answer: Decision = record.decision()
                 return answer
             notify_pending(record.approval_id, record.expires_at)
+            state.told_pending.add(ask.key)
             decision: Decision = await workflow.execute_update(
                 WAIT_DECISION_UPDATE, ApprovalRef(key=ask.key), result_type=Decision
             )
             state.decided.add(ask.key)
             if decision.decided_at is not None:
                 waited = (datetime.now(UTC) - decision.decided_at).total_seconds()
-                metrics.resume_latency(state.spec.spec.tool_name, waited)
+                metrics.resume_latency(state.attempt.spec.tool_name, waited)
             return decision
         finally:
             state.waiting.discard(ask.key)
 
-    @activity.defn(name=PROJECT_RUN)
+    @activity.defn(name=PROJECT_RUN_ACTIVITY)
     async def project_run(self, update: RunUpdate) -> None:
-        """Hand a run's new state to the mirror and metrics; never fails, never blocks."""
-        self._project(update)
-
-    def _project(self, update: RunUpdate) -> None:
-        metrics.observe_update(update)
-        if self._mirror is not None:
-            self._mirror.submit(update)
+        """Hand a run's new state to every sink; never fails, never blocks."""
+        self._sinks.run_changed(update)

@@ -1,6 +1,6 @@
 """The background writer: the only way the worker touches the mirror database.
 
-`submit` and `heartbeat` only put the item in memory under a short lock and return; a daemon
+`run_changed` and `heartbeat` only put the item in memory under a short lock and return; a daemon
 thread drains it in batches. Snapshots are coalesced per run (the newest wins, events are kept
 and deduplicated by sequence), heartbeats are throttled per run (the last value wins), and when
 the database is down, locked or slow the thread retries with exponential backoff and catches up
@@ -158,7 +158,7 @@ class MirrorWriter:
             self._engine.dispose()
             self._engine = None
 
-    def submit(self, update: RunUpdate) -> None:
+    def run_changed(self, update: RunUpdate) -> None:
         """Queue a run snapshot and its new events; never blocks, never raises."""
         try:
             now = time.monotonic()

@@ -4,15 +4,17 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING
 
 from temporalio.client import Client
 from temporalio.worker import Worker
 
-from toolwarden.activities.tool_run import MirrorSink, ToolActivities
+from toolwarden.activities.tool_run import ToolActivities
 from toolwarden.client import connect_client, ensure_search_attributes
 from toolwarden.config import Settings
+from toolwarden.metrics import MetricsSink
+from toolwarden.sinks import RunSink
 from toolwarden.workflows.tool_run import ToolRunWorkflow
 
 if TYPE_CHECKING:
@@ -27,11 +29,13 @@ def build_worker(
     settings: Settings,
     *,
     task_queue: str | None = None,
-    mirror: MirrorSink | None = None,
+    sinks: Sequence[RunSink] | None = None,
     activities: ToolActivities | None = None,
 ) -> Worker:
+    """A worker for `ToolRunWorkflow`; `sinks` default to metrics alone (no mirror)."""
     worker_settings = settings.worker
-    activities = activities or ToolActivities(settings, mirror)
+    if activities is None:
+        activities = ToolActivities(settings, [MetricsSink()] if sinks is None else sinks)
     beat = worker_settings.heartbeat_interval
     return Worker(
         client,
@@ -64,7 +68,10 @@ class WorkerService:
         settings = self.settings
         await ensure_search_attributes(self.client, settings.temporal.namespace)
         mirror = self._start_mirror()
-        self.activities = ToolActivities(settings, mirror)
+        sinks: list[RunSink] = [MetricsSink()]
+        if mirror is not None:
+            sinks.append(mirror)
+        self.activities = ToolActivities(settings, sinks)
         self.worker = build_worker(self.client, settings, activities=self.activities)
         health = await self._start_health()
         worker_task = asyncio.create_task(self.worker.run())
