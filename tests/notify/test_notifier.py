@@ -28,7 +28,8 @@ from toolwarden.config import (
     WebhookChannel,
 )
 from toolwarden.http.links import LinkAction, LinkSigner
-from toolwarden.models import ApprovalState, LiveDetails, RunUpdate
+from toolwarden.metrics import MetricsSink
+from toolwarden.models import ApprovalState, RunUpdate
 from toolwarden.notify import ApprovalNotifier, Notice, NoticeEvent
 from toolwarden.notify.webhook import (
     DELIVERY_HEADER,
@@ -40,19 +41,6 @@ from toolwarden.worker.runner import build_worker
 
 SECRET = "webhook-secret-for-tests"
 BASE_URL = "http://approvals.test"
-
-
-class _SinkAsMirror:
-    """Hands the activities' projections to the notifier through the worker's sink seam."""
-
-    def __init__(self, notifier: ApprovalNotifier) -> None:
-        self.notifier = notifier
-
-    def submit(self, update: RunUpdate) -> None:
-        self.notifier.run_changed(update)
-
-    def heartbeat(self, run_id: str, live: LiveDetails) -> None:
-        self.notifier.heartbeat(run_id, live)
 
 
 @pytest.fixture
@@ -96,7 +84,7 @@ async def notifier(
 ) -> AsyncIterator[ApprovalNotifier]:
     notifier = ApprovalNotifier.start(notify_settings, signer.notice_links)
     assert notifier is not None
-    activities = ToolActivities(notify_settings, _SinkAsMirror(notifier))  # type: ignore[arg-type]
+    activities = ToolActivities(notify_settings, [MetricsSink(), notifier])
     async with build_worker(client, notify_settings, activities=activities):
         yield notifier
     notifier.stop()
@@ -231,7 +219,7 @@ async def test_channels_hear_only_their_profiles(
     signer = LinkSigner(b"s" * 32, BASE_URL)
     notifier = ApprovalNotifier.start(settings, signer.notice_links)
     assert notifier is not None
-    activities = ToolActivities(settings, _SinkAsMirror(notifier))  # type: ignore[arg-type]
+    activities = ToolActivities(settings, [MetricsSink(), notifier])
     supervisor = Supervisor(client, settings)
     try:
         async with build_worker(client, settings, activities=activities):
@@ -251,3 +239,46 @@ async def test_channels_hear_only_their_profiles(
     assert {n.profile for n in notices(receiver, "/deploys")} == {"deployer"}
     assert {n.profile for n in notices(receiver, "/all")} == {"deployer", "linter"}
     assert all(n.links.approve is None for n in notices(receiver, "/all"))  # no approver: page only
+
+
+async def test_the_worker_service_sends_notifications_from_its_own_sinks(
+    tmp_path: Path, client: Client, temporal_address: str, receiver: HttpReceiver, run_id: Any
+) -> None:
+    import asyncio
+
+    from toolwarden.worker.runner import WorkerService
+
+    settings = make_settings(tmp_path / "home", temporal_address)
+    settings.notifications = NotificationSettings(
+        webhooks=[WebhookChannel(url=f"{receiver.url}/hook", secret=SECRET, approver="alice")]
+    )
+    stop = asyncio.Event()
+    service = asyncio.create_task(WorkerService(settings, client).run(stop))
+    try:
+        spec = settings.run_spec(run_id=run_id("svc"), argv=[*tool("approval_tool.py"), "k", "Go?"])
+        handle = await Supervisor(client, settings).start_run(spec)
+        await eventually(lambda: receiver.at("/hook"), what="the worker's own notifier")
+        notice = notices(receiver, "/hook")[0]
+        assert notice.approval_id == f"{spec.run_id}/k" and notice.links.approve is not None
+        assert (settings.home / "link-signing.key").exists()
+        await handle.cancel()
+        await handle.result()
+    finally:
+        stop.set()
+        await service
+
+
+async def test_an_unreadable_webhook_secret_stops_the_worker_with_one_line(
+    tmp_path: Path, client: Client, temporal_address: str
+) -> None:
+    import asyncio
+
+    from toolwarden.config import ConfigError
+    from toolwarden.worker.runner import WorkerService
+
+    settings = make_settings(tmp_path / "home", temporal_address)
+    settings.notifications = NotificationSettings(
+        webhooks=[WebhookChannel(url="http://127.0.0.1:9/hook", secret_file=tmp_path / "missing")]
+    )
+    with pytest.raises(ConfigError, match="^notifications: .*missing"):
+        await WorkerService(settings, client).run(asyncio.Event())
