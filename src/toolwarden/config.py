@@ -30,14 +30,14 @@ from pydantic_settings import (
     YamlConfigSettingsSource,
 )
 
+from toolwarden.durations import duration_seconds
+from toolwarden.errors import validation_line
 from toolwarden.models import ExpiryOutcome, RetryBackoff, RunSpec
 
 CONFIG_FILE_NAME = "supervision.yaml"
 ENV_CONFIG = "TOOLWARDEN_CONFIG"
 DEFAULT_TASK_QUEUE = "toolwarden"
 
-_DURATION_PART = re.compile(r"(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)")
-_DURATION_UNITS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400}
 _SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(b|kb|kib|mb|mib|gb|gib)?\s*$", re.IGNORECASE)
 _SIZE_UNITS = {
     "b": 1, "kb": 1000, "kib": 1024, "mb": 1000**2, "mib": 1024**2, "gb": 1000**3, "gib": 1024**3,
@@ -51,15 +51,9 @@ def parse_duration(value: Any) -> Any:
     if isinstance(value, int | float) and not isinstance(value, bool):
         return timedelta(seconds=value)
     if isinstance(value, str):
-        text = value.strip().lower()
-        if re.fullmatch(r"\d+(\.\d+)?", text):
-            return timedelta(seconds=float(text))
-        if text and _DURATION_PART.sub("", text).strip() == "":
-            total = sum(float(n) * _DURATION_UNITS[u] for n, u in _DURATION_PART.findall(text))
-            return timedelta(seconds=total)
-        if text in ("none", "null", "off", ""):
+        if value.strip().lower() in ("none", "null", "off", ""):
             return None
-        raise ValueError(f"invalid duration {value!r} (use e.g. 30s, 10m, 2h, 1d)")
+        return timedelta(seconds=duration_seconds(value))
     return value
 
 
@@ -158,6 +152,7 @@ class ToolProfile(Section):
 
 class ApprovalSettings(Section):
     approvers: list[str] = Field(default_factory=list)
+    tokens_file: Path | None = None  # the approvers' API tokens (hashes only)
 
 
 class MirrorSettings(Section):
@@ -291,6 +286,10 @@ class Settings(BaseSettings):
         return self.mirror.url or f"sqlite:///{self.home / 'mirror.db'}"
 
     @property
+    def tokens_file(self) -> Path:
+        return self.approvals.tokens_file or self.home / "tokens.json"
+
+    @property
     def link_key_file(self) -> Path:
         return self.notifications.link_key_file or self.home / "link-signing.key"
 
@@ -393,15 +392,8 @@ def find_config_file(explicit: str | Path | None = None) -> Path | None:
 
 
 def _describe(error: ValidationError, source: Path | None) -> str:
-    first = error.errors()[0]
-    key = ".".join(str(part) for part in first["loc"]) or "(top level)"
-    message = first["msg"]
-    if first["type"] == "extra_forbidden":
-        message = "unknown key"
     where = f" in {source}" if source else ""
-    more = len(error.errors()) - 1
-    suffix = f" (and {more} more)" if more else ""
-    return f"config error{where}: {key}: {message}{suffix}"
+    return f"config error{where}: {validation_line(error)}"
 
 
 def load_settings(explicit: str | Path | None = None, **overrides: Any) -> Settings:

@@ -3,16 +3,19 @@
 from __future__ import annotations
 
 import asyncio
-import re
 import sys
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import IO, TYPE_CHECKING
 
 import click
+from pydantic import ValidationError
 
-from toolwarden.cli.common import CliError, echo_json, human_seconds, run_async, settings_of, table
+from toolwarden.cli.common import CliError, echo_json, run_async, settings_of, table
 from toolwarden.config import ConfigError, Settings, parse_duration
+from toolwarden.durations import human_seconds
+from toolwarden.errors import one_line, validation_line
+from toolwarden.logfiles import LogFollower
 from toolwarden.models import RunResult, RunState, RunStatus
 
 if TYPE_CHECKING:
@@ -22,7 +25,6 @@ EXIT_TIMEOUT = 124
 EXIT_CANCELLED = 130
 EXIT_NOT_PERMITTED = 77
 FOLLOW_INTERVAL = 0.1
-_LOG_NAME = re.compile(r"^attempt-(\d+)(?:\.(\d+))?\.(stdout|stderr)\.log$")
 
 
 def exit_code_for(result: RunResult) -> int:
@@ -38,41 +40,16 @@ def exit_code_for(result: RunResult) -> int:
     return result.exit_code or 1
 
 
-class LogFollower:
-    """Copies a run's log files (all attempts, in order) to our stdout and stderr as they grow."""
-
-    def __init__(self, directory: Path, streams: tuple[str, ...] = ("stdout", "stderr")) -> None:
-        self.directory = directory
-        self.streams = streams
-        self.offsets: dict[Path, int] = {}
-
-    def files(self) -> list[tuple[tuple[int, int], str, Path]]:
-        found = []
-        if self.directory.is_dir():
-            for path in self.directory.iterdir():
-                match = _LOG_NAME.match(path.name)
-                if match and match.group(3) in self.streams:
-                    order = (int(match.group(1)), int(match.group(2) or 1))
-                    found.append((order, match.group(3), path))
-        return sorted(found)
-
-    def pump(self) -> int:
-        copied = 0
-        for _, stream, path in self.files():
-            offset = self.offsets.get(path, 0)
-            try:
-                with path.open("rb") as handle:
-                    handle.seek(offset)
-                    data = handle.read()
-            except OSError:
-                continue
-            if data:
-                out: IO[bytes] = sys.stdout.buffer if stream == "stdout" else sys.stderr.buffer
-                out.write(data)
-                out.flush()
-                self.offsets[path] = offset + len(data)
-                copied += len(data)
-        return copied
+def pump(follower: LogFollower) -> int:
+    """Copy what the run's log files grew by to our stdout and stderr; the bytes copied."""
+    copied = 0
+    for growth in follower.read():
+        if growth.data:
+            out: IO[bytes] = sys.stdout.buffer if growth.log.stream == "stdout" else sys.stderr.buffer
+            out.write(growth.data)
+            out.flush()
+            copied += len(growth.data)
+    return copied
 
 
 def _parse_env(pairs: tuple[str, ...]) -> dict[str, str]:
@@ -112,8 +89,10 @@ async def _run(settings: Settings, spec_args: dict[str, object], detach: bool) -
         )
     except ConfigError as exc:
         raise CliError(str(exc), 2) from exc
+    except ValidationError as exc:
+        raise CliError(f"invalid run: {validation_line(exc)}", 2) from exc
     except ValueError as exc:
-        raise CliError(str(exc).splitlines()[-1].strip(), 2) from exc
+        raise CliError(one_line(exc), 2) from exc
     supervisor = await Supervisor.connect(settings)
     handle = await supervisor.start_run(spec)
     if detach:
@@ -124,12 +103,12 @@ async def _run(settings: Settings, spec_args: dict[str, object], detach: bool) -
     waiting = asyncio.ensure_future(handle.result())
     try:
         while not waiting.done():
-            follower.pump()
+            pump(follower)
             await asyncio.wait({waiting}, timeout=FOLLOW_INTERVAL)
     except asyncio.CancelledError:
         waiting.cancel()
         raise
-    follower.pump()
+    pump(follower)
     result = waiting.result()
     if result.state is not RunState.SUCCEEDED:
         detail = f": {result.error}" if result.error else ""
@@ -380,14 +359,14 @@ def logs(ctx: click.Context, run_id: str, follow: bool, stderr_only: bool, as_js
             for line in tail.tail:
                 click.echo(line)
             return
-        follower.pump()
+        pump(follower)
         if not follow:
             return
         waiting = asyncio.ensure_future(handle.result())
         while not waiting.done():
-            follower.pump()
+            pump(follower)
             await asyncio.wait({waiting}, timeout=FOLLOW_INTERVAL)
-        follower.pump()
+        pump(follower)
 
     run_async(go())
 

@@ -18,9 +18,10 @@ from toolwarden.sinks import RunSink
 from toolwarden.workflows.tool_run import ToolRunWorkflow
 
 if TYPE_CHECKING:
+    from toolwarden.http.app import HttpServer
+    from toolwarden.http.health import Readiness
     from toolwarden.mirror import MirrorWriter
     from toolwarden.notify import ApprovalNotifier
-    from toolwarden.worker.health import HealthServer, Readiness
 
 log = logging.getLogger(__name__)
 
@@ -74,7 +75,7 @@ class WorkerService:
         self.settings = settings
         self.client = client
         self.mirror: MirrorWriter | None = None
-        self.health: HealthServer | None = None
+        self.health: HttpServer | None = None
         self.worker: Worker | None = None
         self.activities: ToolActivities | None = None
         self.draining = False
@@ -132,25 +133,26 @@ class WorkerService:
         self.mirror = writer
         return writer
 
-    async def _start_health(self) -> HealthServer | None:
+    async def _start_health(self) -> HttpServer | None:
+        """The worker's HTTP server (health, metrics, API, page) on `worker.health_address`."""
         address = self.settings.worker.health_address
         if not address:
             return None
-        from toolwarden.worker.health import HealthServer
+        from toolwarden.http.app import HttpServer, create_app
+        from toolwarden.http.services import HttpServices
 
-        server = HealthServer(
-            address, self.readiness, sdk_metrics_address=self.settings.worker.sdk_metrics_address
-        )
+        services = HttpServices.for_worker(self.settings, self.client, self.readiness)
+        server = HttpServer(create_app(services), address)
         try:
             await server.start()
         except OSError as exc:
-            log.warning("health server not started on %s: %s", address, exc)
+            log.warning("HTTP server not started on %s: %s", address, exc)
             return None
         self.health = server
         return server
 
     async def readiness(self) -> Readiness:
-        from toolwarden.worker.health import Readiness
+        from toolwarden.http.health import Readiness
 
         temporal = "connected"
         try:

@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 import yaml
 
-from tests.ops.conftest import REPO, require_tool
+from tests.deploy.conftest import REPO, require_tool
 from toolwarden import metrics
 from toolwarden.models import ApprovalRecord, RunEvent, RunState, RunStatus, RunUpdate
 

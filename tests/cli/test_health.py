@@ -13,9 +13,11 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner, Result
 
+from tests.http.serving import report, serve_health
 from tests.support import free_port
 from toolwarden.cli.health import health
-from toolwarden.worker.health import HealthServer, Readiness
+from toolwarden.http.app import HttpServer
+from toolwarden.http.health import Readiness
 
 
 class Probe:
@@ -28,7 +30,7 @@ class Probe:
     async def __call__(self) -> Readiness:
         self.calls += 1
         polling = self.calls > self.ready_after
-        return Readiness.assess(
+        return report(
             temporal="unreachable: connection refused" if self.temporal_down else "connected",
             polling=polling and not self.temporal_down,
             task_queue="ops-cli",
@@ -45,8 +47,8 @@ def probe() -> Probe:
 
 
 @pytest.fixture
-async def server(probe: Probe) -> AsyncIterator[HealthServer]:
-    async with HealthServer("127.0.0.1:0", probe) as srv:
+async def server(probe: Probe) -> AsyncIterator[HttpServer]:
+    async with serve_health(probe, "127.0.0.1:0") as srv:
         yield srv
 
 
@@ -67,7 +69,7 @@ async def invoke(*args: str, env: dict[str, str] | None = None) -> Result:
     return await asyncio.to_thread(CliRunner().invoke, health, list(args), env=env)
 
 
-async def test_ready_worker_exits_0(server: HealthServer) -> None:
+async def test_ready_worker_exits_0(server: HttpServer) -> None:
     result = await invoke("--address", f"127.0.0.1:{server.port}")
     assert result.exit_code == 0, result.output
     lines = result.output.splitlines()
@@ -78,7 +80,7 @@ async def test_ready_worker_exits_0(server: HealthServer) -> None:
     assert "  tools:    4 running" in lines
 
 
-async def test_not_ready_worker_exits_1_with_reasons(server: HealthServer, probe: Probe) -> None:
+async def test_not_ready_worker_exits_1_with_reasons(server: HttpServer, probe: Probe) -> None:
     probe.temporal_down = True
     result = await invoke("--address", f"127.0.0.1:{server.port}")
     assert result.exit_code == 1, result.output
@@ -88,14 +90,14 @@ async def test_not_ready_worker_exits_1_with_reasons(server: HealthServer, probe
     assert "not polling task queue 'ops-cli'" in first
 
 
-async def test_degraded_mirror_is_ready_but_says_so(server: HealthServer, probe: Probe) -> None:
+async def test_degraded_mirror_is_ready_but_says_so(server: HttpServer, probe: Probe) -> None:
     probe.mirror = "degraded: disk full"
     result = await invoke("--address", f"127.0.0.1:{server.port}")
     assert result.exit_code == 0, result.output
     assert "(degraded: mirror degraded: disk full)" in result.output.splitlines()[0]
 
 
-async def test_json_output(server: HealthServer, probe: Probe) -> None:
+async def test_json_output(server: HttpServer, probe: Probe) -> None:
     result = await invoke("--json", "--address", f"127.0.0.1:{server.port}")
     assert result.exit_code == 0
     data = json.loads(result.output)
@@ -137,14 +139,14 @@ async def test_something_else_listening_exits_2() -> None:
     assert "did not answer with HTTP" in result.stderr
 
 
-async def test_wait_keeps_asking_until_ready(server: HealthServer, probe: Probe) -> None:
+async def test_wait_keeps_asking_until_ready(server: HttpServer, probe: Probe) -> None:
     probe.ready_after = 3
     result = await invoke("--wait", "20", "--address", f"127.0.0.1:{server.port}")
     assert result.exit_code == 0, result.output
     assert probe.calls == 4
 
 
-async def test_wait_gives_up_when_time_is_up(server: HealthServer, probe: Probe) -> None:
+async def test_wait_gives_up_when_time_is_up(server: HttpServer, probe: Probe) -> None:
     probe.ready_after = 10**6
     result = await invoke("--wait", "0.5", "--quiet", "--address", f"127.0.0.1:{server.port}")
     assert result.exit_code == 1
@@ -152,20 +154,20 @@ async def test_wait_gives_up_when_time_is_up(server: HealthServer, probe: Probe)
     assert probe.calls >= 2
 
 
-async def test_address_defaults_to_the_settings(server: HealthServer) -> None:
+async def test_address_defaults_to_the_settings(server: HttpServer) -> None:
     env = {"TOOLWARDEN_WORKER__HEALTH_ADDRESS": f"127.0.0.1:{server.port}"}
     result = await invoke(env=env)
     assert result.exit_code == 0, result.output
     assert f"worker at 127.0.0.1:{server.port}" in result.output
 
 
-async def test_wildcard_bind_address_is_asked_on_loopback(server: HealthServer) -> None:
+async def test_wildcard_bind_address_is_asked_on_loopback(server: HttpServer) -> None:
     env = {"TOOLWARDEN_WORKER__HEALTH_ADDRESS": f"0.0.0.0:{server.port}"}
     result = await invoke(env=env)
     assert result.exit_code == 0, result.output
 
 
-async def test_settings_come_from_the_root_group_context(server: HealthServer) -> None:
+async def test_settings_come_from_the_root_group_context(server: HttpServer) -> None:
     from toolwarden.cli.main import cli
 
     config = Path("supervision.yaml")

@@ -1,4 +1,4 @@
-"""Helpers of the operations tests: free ports, waiting on a condition, tiny TCP servers."""
+"""Helpers of the deployment tests: the repository root, and tools a test needs installed."""
 
 from __future__ import annotations
 

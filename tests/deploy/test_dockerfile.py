@@ -24,9 +24,11 @@ from pathlib import Path
 
 import pytest
 
-from tests.ops.conftest import REPO
+from tests.deploy.conftest import REPO
+from tests.http.serving import report, serve_health
 from tests.support import free_port
-from toolwarden.worker.health import HealthServer, Readiness
+from toolwarden.http.app import HttpServer
+from toolwarden.http.health import Readiness
 
 DOCKERFILE = REPO / "Dockerfile"
 
@@ -147,7 +149,7 @@ def stage_context(target: Path) -> Path:
 def test_dockerignore_keeps_the_context_small() -> None:
     assert not dockerignore_excludes("pyproject.toml")
     assert not dockerignore_excludes("src/toolwarden/metrics.py")
-    for junk in (".venv/bin/python", ".git/config", "tests/ops/test_dockerfile.py", "x.db",
+    for junk in (".venv/bin/python", ".git/config", "tests/deploy/test_dockerfile.py", "x.db",
                  "src/toolwarden/__pycache__/metrics.cpython-311.pyc"):
         assert dockerignore_excludes(junk), junk
 
@@ -229,13 +231,13 @@ class Probe:
     ready = True
 
     async def __call__(self) -> Readiness:
-        return Readiness.assess(temporal="connected", polling=self.ready, task_queue="q")
+        return report(temporal="connected", polling=self.ready, task_queue="q")
 
 
 @pytest.fixture
-async def image_health() -> AsyncIterator[tuple[HealthServer, Probe]]:
+async def image_health() -> AsyncIterator[tuple[HttpServer, Probe]]:
     probe = Probe()
-    async with HealthServer("0.0.0.0:0", probe) as srv:
+    async with serve_health(probe, "0.0.0.0:0") as srv:
         yield srv, probe
 
 
@@ -249,7 +251,7 @@ def healthcheck_argv() -> list[str]:
     return argv
 
 
-async def test_healthcheck_follows_readyz(image_health: tuple[HealthServer, Probe]) -> None:
+async def test_healthcheck_follows_readyz(image_health: tuple[HttpServer, Probe]) -> None:
     server, probe = image_health
     argv = [sys.executable, *healthcheck_argv()[1:]]
     env = {**os.environ, "TOOLWARDEN_WORKER__HEALTH_ADDRESS": f"0.0.0.0:{server.port}"}

@@ -20,10 +20,12 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from tests.ops.conftest import REPO, require_tool
+from tests.deploy.conftest import REPO, require_tool
+from tests.http.serving import report, serve_health
 from toolwarden.cli.health import health
 from toolwarden.config import Settings, parse_duration
-from toolwarden.worker.health import HealthServer, Readiness
+from toolwarden.http.app import HttpServer
+from toolwarden.http.health import Readiness
 
 SYSTEMD = REPO / "deploy" / "systemd"
 SYSTEM_UNITS = ["toolwarden-worker.service", "toolwarden-server.service"]
@@ -210,15 +212,15 @@ def test_env_example_names_only_real_settings(monkeypatch: pytest.MonkeyPatch) -
 
 
 @pytest.fixture
-async def ready_worker() -> AsyncIterator[HealthServer]:
+async def ready_worker() -> AsyncIterator[HttpServer]:
     async def ready() -> Readiness:
-        return Readiness.assess(temporal="connected", polling=True, task_queue="toolwarden")
+        return report(temporal="connected", polling=True, task_queue="toolwarden")
 
-    async with HealthServer("127.0.0.1:0", ready) as srv:
+    async with serve_health(ready, "127.0.0.1:0") as srv:
         yield srv
 
 
-async def test_the_units_commands_parse_with_the_real_cli(ready_worker: HealthServer) -> None:
+async def test_the_units_commands_parse_with_the_real_cli(ready_worker: HttpServer) -> None:
     """ExecStartPost's health wait succeeds against a ready worker; ExecStart's options exist."""
     from toolwarden.cli.main import cli
 

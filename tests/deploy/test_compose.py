@@ -13,7 +13,7 @@ from typing import Any
 
 import yaml
 
-from tests.ops.conftest import REPO, require_tool
+from tests.deploy.conftest import REPO, require_tool
 from toolwarden.config import Settings, parse_duration
 
 COMPOSE = REPO / "docker-compose.yml"

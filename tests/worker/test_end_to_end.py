@@ -22,6 +22,7 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any, TypeVar, cast
 
+import httpx
 import psutil
 import pytest
 from click.testing import CliRunner, Result
@@ -30,14 +31,15 @@ from prometheus_client.parser import text_string_to_metric_families
 from temporalio.client import Client, WorkflowExecutionStatus
 
 from tests.conftest import make_settings
+from tests.http.serving import http_get
 from tests.support import eventually, free_port, tool
 from toolwarden import metrics
 from toolwarden.cli.health import health
 from toolwarden.client import RunHandle, Supervisor, connect_client
 from toolwarden.config import ServerSettings, Settings, WorkerSettings
+from toolwarden.http.health import Readiness
 from toolwarden.models import RunState
 from toolwarden.worker.devserver import DevServer
-from toolwarden.worker.health import Readiness, http_get
 from toolwarden.worker.runner import WorkerService
 
 POLL_INTERVAL = 0.05  # between checks of a condition, not a wait for time to pass
@@ -62,9 +64,9 @@ async def readyz(address: str) -> tuple[int, Readiness] | None:
     """`/readyz` as (HTTP status, report), or None when nobody answers."""
     try:
         answer = await http_get(address, "/readyz", 8.0)
-    except (OSError, TimeoutError, ValueError):
+    except httpx.HTTPError:
         return None
-    return answer.status, Readiness.model_validate_json(answer.body)
+    return answer.status_code, Readiness.model_validate_json(answer.content)
 
 
 async def status_is(address: str, code: int) -> Readiness | None:
@@ -74,8 +76,8 @@ async def status_is(address: str, code: int) -> Readiness | None:
 
 async def scrape(address: str) -> dict[str, Metric]:
     answer = await http_get(address, "/metrics", 10.0)
-    assert answer.status == 200, answer.body[:500]
-    return {f.name: f for f in text_string_to_metric_families(answer.body.decode())}
+    assert answer.status_code == 200, answer.content[:500]
+    return {f.name: f for f in text_string_to_metric_families(answer.text)}
 
 
 def sample(families: dict[str, Metric], name: str, **labels: str) -> float:
