@@ -280,5 +280,5 @@ async def test_an_unreadable_webhook_secret_stops_the_worker_with_one_line(
     settings.notifications = NotificationSettings(
         webhooks=[WebhookChannel(url="http://127.0.0.1:9/hook", secret_file=tmp_path / "missing")]
     )
-    with pytest.raises(ConfigError, match="^notifications: .*missing"):
+    with pytest.raises(ConfigError, match=r"^notifications: .*missing"):
         await WorkerService(settings, client).run(asyncio.Event())
