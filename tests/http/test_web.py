@@ -132,6 +132,7 @@ async def test_the_inbox_shows_the_request_and_approving_reaches_the_tool(
         text = html.unescape(run_page.text)
         assert run_page.status_code == 200
         assert "succeeded" in text and "decision_approved" in text and "DECISION" in text
+        assert "the log files on" in text  # this worker ran it: the tail is read from its files
         assert "Attempts" in text and "<th scope=\"row\">1</th>" in run_page.text
         runs = await browser.get("/runs")
         assert handle.run_id in runs.text

@@ -10,6 +10,7 @@ from dataclasses import dataclass
 import httpx
 from temporalio.client import Client
 
+from tests.http.serving import report
 from toolwarden.activities.tool_run import ToolActivities
 from toolwarden.client import Supervisor
 from toolwarden.config import Settings
@@ -60,8 +61,7 @@ async def serve_web(
     tokens = TokenStore(settings.home / "tokens.json")
 
     async def readiness() -> Readiness:
-        return Readiness(ready=True, temporal="connected", polling=True,
-                         task_queue=settings.temporal.task_queue, mirror="disabled")
+        return report(task_queue=settings.temporal.task_queue)
 
     services = HttpServices(
         settings=settings, health=HealthChecks(readiness), tokens=tokens, supervisor=supervisor

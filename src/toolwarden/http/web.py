@@ -17,6 +17,7 @@ and says so when the worker stops answering: the page is served by the worker it
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import hmac
 import json
@@ -53,6 +54,7 @@ from toolwarden.http.links import (
     load_or_create_key,
 )
 from toolwarden.http.services import HttpServices, Services
+from toolwarden.logfiles import tail_lines
 from toolwarden.models import (
     ApprovalRecord,
     ApprovalState,
@@ -263,12 +265,26 @@ def attempts_of(events: list[RunEvent], status: RunStatus) -> list[dict[str, Any
     return [rows[n] for n in sorted(rows)]
 
 
-def log_tail(status: RunStatus) -> list[str]:
-    if status.live is not None and status.live.tail:
-        return status.live.tail
-    if status.last_attempt is not None:
-        return status.last_attempt.tail
-    return []
+LOG_TAIL_LINES = 200
+
+
+async def log_tail(services: HttpServices, status: RunStatus) -> tuple[list[str], str]:
+    """The last lines of the tool's output, and where they come from.
+
+    The log files live on the host that ran the attempt: read them when that is this worker,
+    else show the tail the tool last reported by heartbeat and name the host that has the rest.
+    """
+    source = status.live or status.last_attempt
+    host = source.host if source is not None else None
+    heartbeat = list(source.tail) if source is not None else []
+    if host is not None and host != services.host:
+        return heartbeat, f"the last lines the tool reported; the full log is on host {host}"
+    found = await asyncio.to_thread(
+        tail_lines, services.settings.logs_dir / status.run_id, LOG_TAIL_LINES
+    )
+    if found:
+        return found, f"the log files on {services.host} (stderr lines start with !)"
+    return heartbeat, "the last lines the tool reported"
 
 
 @dataclass(frozen=True)
@@ -434,8 +450,6 @@ async def runs(request: Request, services: Services, partial: bool = False) -> R
 
 
 async def _progress(supervisor: Supervisor, run_ids: list[str]) -> dict[str, RunStatus]:
-    import asyncio
-
     statuses = await asyncio.gather(
         *(supervisor.get_run(r).status() for r in run_ids), return_exceptions=True
     )
@@ -457,8 +471,9 @@ async def run_page(request: Request, services: Services, run_id: str, partial: b
     except Exception as exc:
         return page(request, "message.html", 503, viewer=who, title=run_id, poll=POLL_SECONDS,
                     message=f"cannot read run {run_id} now: {' '.join(str(exc).split())}")
+    tail, tail_source = await log_tail(services, status)
     return page(request, template, viewer=who, status=status, attempts=attempts_of(events, status),
-                tail=log_tail(status), poll=POLL_SECONDS if not status.state.terminal else 0,
+                tail=tail, tail_source=tail_source, poll=POLL_SECONDS if not status.state.terminal else 0,
                 now=datetime.now(UTC), title=run_id)
 
 
