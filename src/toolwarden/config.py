@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Annotated, Any
 
 from pydantic import (
+    AfterValidator,
     BaseModel,
     BeforeValidator,
     ConfigDict,
@@ -32,7 +33,14 @@ from pydantic_settings import (
 
 from toolwarden.durations import duration_seconds
 from toolwarden.errors import validation_line
-from toolwarden.models import ExpiryOutcome, RetryBackoff, RunSpec
+from toolwarden.models import (
+    DEFAULT_LIVENESS,
+    ExpiryOutcome,
+    Liveness,
+    RetryBackoff,
+    RunSpec,
+    check_prompt_patterns,
+)
 
 CONFIG_FILE_NAME = "supervision.yaml"
 ENV_CONFIG = "TOOLWARDEN_CONFIG"
@@ -67,9 +75,17 @@ def parse_size(value: Any) -> Any:
     return value
 
 
+def parse_liveness(value: Any) -> Any:
+    """Accept `[output, cpu]` or the same as one string, `output, cpu`."""
+    if isinstance(value, str):
+        return [part.strip().lower() for part in value.split(",") if part.strip()]
+    return value
+
+
 Duration = Annotated[timedelta, BeforeValidator(parse_duration)]
 OptionalDuration = Annotated[timedelta | None, BeforeValidator(parse_duration)]
 ByteSize = Annotated[int, BeforeValidator(parse_size), Field(ge=0)]
+LivenessSignals = Annotated[list[Liveness], BeforeValidator(parse_liveness), Field(min_length=1)]
 
 
 class Section(BaseModel):
@@ -131,6 +147,7 @@ class RunDefaults(Section):
     tail_lines: int = Field(default=50, ge=0, le=10_000)
     approval_timeout: Duration = timedelta(hours=24)
     approval_on_expiry: ExpiryOutcome = ExpiryOutcome.REJECT
+    liveness: LivenessSignals = Field(default_factory=lambda: list(DEFAULT_LIVENESS))
 
 
 class ToolProfile(Section):
@@ -147,6 +164,14 @@ class ToolProfile(Section):
     tail_lines: int | None = Field(default=None, ge=0, le=10_000)
     approval_timeout: Duration | None = None
     approval_on_expiry: ExpiryOutcome | None = None
+    liveness: LivenessSignals | None = None
+    # Prompt mode (see docs/guide.md): run on a pseudo-terminal, a matching prompt is an
+    # approval answered with `answer_yes` or `answer_no`. `--prompt` adds to these patterns.
+    prompts: Annotated[list[str], AfterValidator(check_prompt_patterns)] = Field(
+        default_factory=list
+    )
+    answer_yes: str | None = None
+    answer_no: str | None = None
     env: dict[str, str] = Field(default_factory=dict)
 
 
@@ -340,8 +365,13 @@ class Settings(BaseSettings):
         """Resolve defaults, the tool profile and explicit overrides into a `RunSpec`."""
         profile_name, chosen = self.profile_for(profile, argv)
         merged: dict[str, Any] = self.defaults.model_dump()
-        merged.update({k: v for k, v in chosen.model_dump(exclude={"env"}).items() if v is not None})
-        merged.update({k: v for k, v in (overrides or {}).items() if v is not None})
+        merged.update(
+            {k: v for k, v in chosen.model_dump(exclude={"env", "prompts"}).items() if v is not None}
+        )
+        extra_prompts = list((overrides or {}).get("prompts") or [])
+        merged.update(
+            {k: v for k, v in (overrides or {}).items() if v is not None and k != "prompts"}
+        )
         return RunSpec(
             run_id=run_id,
             tool_name=name or profile_name or Path(argv[0]).name,
@@ -366,7 +396,16 @@ class Settings(BaseSettings):
             approval_on_expiry=merged["approval_on_expiry"],
             approvers=list(self.approvals.approvers),
             approve_before=merged.get("approve_before"),
+            prompts=[*chosen.prompts, *(p for p in extra_prompts if p not in chosen.prompts)],
+            answer_yes=_or(merged.get("answer_yes"), "y"),
+            answer_no=_or(merged.get("answer_no"), "n"),
+            liveness=merged["liveness"],
         )
+
+
+def _or(value: str | None, default: str) -> str:
+    # An empty answer is a real one (just Enter, taking the tool's default).
+    return default if value is None else value
 
 
 class ConfigError(Exception):

@@ -105,6 +105,26 @@ class ApprovalSource(StrEnum):
     GATE = "gate"
 
 
+class Liveness(StrEnum):
+    """A sign of life that resets a run's `hang_timeout`."""
+
+    OUTPUT = "output"  # any byte on stdout or stderr
+    CPU = "cpu"  # CPU time used by any process of the tool's group
+    HEARTBEAT = "heartbeat"  # `toolwarden beat` or any message on the tool's socket
+
+
+DEFAULT_LIVENESS = (Liveness.OUTPUT, Liveness.HEARTBEAT)
+
+
+def check_prompt_patterns(patterns: list[str]) -> list[str]:
+    for pattern in patterns:
+        try:
+            re.compile(pattern)
+        except re.error as exc:
+            raise ValueError(f"invalid prompt pattern {pattern!r}: {exc}") from None
+    return patterns
+
+
 class RetryBackoff(Model):
     initial: timedelta = timedelta(seconds=1)
     coefficient: float = 2.0
@@ -137,6 +157,11 @@ class RunSpec(Model):
     approval_timeout: timedelta = timedelta(hours=24)
     approval_on_expiry: ExpiryOutcome = ExpiryOutcome.REJECT
     approvers: list[str] = Field(default_factory=list)
+    # Prompt mode: the tool runs on a pseudo-terminal and a matching prompt becomes an approval.
+    prompts: Annotated[list[str], AfterValidator(check_prompt_patterns)] = Field(default_factory=list)
+    answer_yes: str = "y"
+    answer_no: str = "n"
+    liveness: list[Liveness] = Field(default_factory=lambda: list(DEFAULT_LIVENESS), min_length=1)
 
 
 class ApprovalAsk(Model):

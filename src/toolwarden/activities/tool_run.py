@@ -42,6 +42,7 @@ from toolwarden.process import (
     path_with_first,
     supervise,
 )
+from toolwarden.prompts import AskPerson, PromptScreen, start_answering, stop_answering
 from toolwarden.protocol import (
     ENV_ATTEMPT,
     ENV_RESUME,
@@ -156,8 +157,14 @@ class ToolActivities:
             on_request=lambda ask, notify: self._ask_workflow(workflow, state, ask, notify),
         )
         await channel.start()
+
+        async def ask_person(ask: ApprovalAsk) -> Decision:  # a prompt seen on the terminal
+            return await self._ask_workflow(workflow, state, ask, lambda _id, _expires: None)
+
         try:
-            return await self._run(attempt, state, channel, stdout_path, stderr_path)
+            return await self._run(
+                attempt, state, channel, stdout_path, stderr_path, ask_person
+            )
         finally:
             await channel.close()
 
@@ -168,6 +175,7 @@ class ToolActivities:
         channel: ToolChannel,
         stdout_path: Path,
         stderr_path: Path,
+        ask_person: AskPerson,
     ) -> AttemptResult:
         spec = attempt.spec
         env = {k: v for k, v in os.environ.items() if k != ENV_RESUME}
@@ -184,6 +192,7 @@ class ToolActivities:
         result = AttemptResult(attempt=attempt.attempt, outcome=AttemptOutcome.FAILED_TO_START)
         result.host = self._host
         result.stdout_path, result.stderr_path = str(stdout_path), str(stderr_path)
+        screen = PromptScreen() if spec.prompts else None
         try:
             launched = await launch(
                 spec.argv,
@@ -193,6 +202,8 @@ class ToolActivities:
                 stderr_path=stderr_path,
                 log_cap_bytes=spec.log_cap_bytes,
                 tail_lines=spec.tail_lines,
+                terminal=screen is not None,
+                on_output=screen.feed if screen is not None else None,
             )
         except LaunchError as exc:
             result.error, result.exit_code = str(exc), exc.exit_code
@@ -206,6 +217,12 @@ class ToolActivities:
         metrics.attempt_started(spec.tool_name)
         # No heartbeat at launch: the first tick sends one, and a tool that ends sooner costs
         # no heartbeat RPC at all.
+        answering = None
+        if screen is not None:
+            answering = start_answering(
+                launched, screen, spec.prompts, attempt=attempt.attempt,
+                answer_yes=spec.answer_yes, answer_no=spec.answer_no, ask=ask_person,
+            )
         ending = None
         try:
             ending = await supervise(
@@ -217,6 +234,7 @@ class ToolActivities:
                 last_tool_heartbeat=lambda: max(state.last_beat, channel.last_seen or 0.0),
                 waiting_for_person=lambda: bool(state.waiting),
                 on_tick=lambda: self._beat(state),
+                liveness=spec.liveness,
             )
         except asyncio.CancelledError:
             if activity.is_worker_shutdown():
@@ -229,6 +247,8 @@ class ToolActivities:
             raise
         finally:
             self.running -= 1
+            if answering is not None:
+                await stop_answering(answering)
             await drain_output(launched)
             outcome = ending.outcome if ending else AttemptOutcome.CANCELLED
             metrics.attempt_ended(spec.tool_name, outcome.value, attempt=state.key)

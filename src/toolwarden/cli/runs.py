@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import re
 import sys
 from datetime import UTC, datetime
 from pathlib import Path
@@ -12,11 +13,11 @@ import click
 from pydantic import ValidationError
 
 from toolwarden.cli.common import CliError, echo_json, run_async, settings_of, table
-from toolwarden.config import ConfigError, Settings, parse_duration
+from toolwarden.config import ConfigError, Settings, parse_duration, parse_liveness
 from toolwarden.durations import human_seconds
 from toolwarden.errors import one_line, validation_line
 from toolwarden.logfiles import LogFollower
-from toolwarden.models import RunResult, RunState, RunStatus
+from toolwarden.models import Liveness, RunResult, RunState, RunStatus
 
 if TYPE_CHECKING:
     from toolwarden.client import Supervisor
@@ -69,6 +70,30 @@ def _duration(value: str | None, flag: str) -> object:
         return parse_duration(value)
     except ValueError as exc:
         raise click.BadParameter(str(exc), param_hint=flag) from exc
+
+
+def _patterns(values: tuple[str, ...]) -> list[str]:
+    for value in values:
+        try:
+            re.compile(value)
+        except re.error as exc:
+            raise click.BadParameter(f"invalid pattern {value!r}: {exc}", param_hint="--prompt") from exc
+    return list(values)
+
+
+def _liveness(value: str | None) -> list[Liveness] | None:
+    if value is None:
+        return None
+    signs = parse_liveness(value)
+    known = [sign.value for sign in Liveness]
+    for sign in signs:
+        if sign not in known:
+            raise click.BadParameter(
+                f"unknown sign {sign!r} (use {', '.join(known)})", param_hint="--liveness"
+            )
+    if not signs:
+        raise click.BadParameter("name at least one sign", param_hint="--liveness")
+    return [Liveness(sign) for sign in signs]
 
 
 async def _run(settings: Settings, spec_args: dict[str, object], detach: bool) -> int:
@@ -129,6 +154,14 @@ async def _run(settings: Settings, spec_args: dict[str, object], detach: bool) -
 @click.option("--env", "env_pairs", multiple=True, metavar="K=V", help="Extra environment (repeat).")
 @click.option("--approve-before", metavar="SUMMARY", help="Ask a person before the tool starts.")
 @click.option("--approval-timeout", help="How long approvals of this run wait (e.g. 2h).")
+@click.option(
+    "--prompt", "prompts", multiple=True, metavar="REGEX",
+    help="Run on a terminal; a prompt matching REGEX is an approval (repeat).",
+)
+@click.option(
+    "--liveness", metavar="SIGNS",
+    help="What resets --hang-timeout: output, cpu, heartbeat (comma-separated).",
+)
 @click.option("--detach", is_flag=True, help="Print the run id and return at once.")
 @click.argument("command", nargs=-1, required=True, type=click.UNPROCESSED)
 @click.pass_context
@@ -145,6 +178,8 @@ def run(
     env_pairs: tuple[str, ...],
     approve_before: str | None,
     approval_timeout: str | None,
+    prompts: tuple[str, ...],
+    liveness: str | None,
     detach: bool,
     command: tuple[str, ...],
 ) -> None:
@@ -166,6 +201,8 @@ def run(
         "kill_grace": _duration(kill_grace, "--kill-grace"),
         "retries": retries,
         "approval_timeout": _duration(approval_timeout, "--approval-timeout"),
+        "prompts": _patterns(prompts),
+        "liveness": _liveness(liveness),
     }
     code = run_async(_run_with_gate(settings, spec_args, detach, approve_before))
     ctx.exit(code)
