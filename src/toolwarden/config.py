@@ -22,6 +22,7 @@ from pydantic import (
     Field,
     ValidationError,
     field_validator,
+    model_validator,
 )
 from pydantic_settings import (
     BaseSettings,
@@ -186,6 +187,67 @@ class MirrorSettings(Section):
     max_backlog: int = Field(default=100_000, ge=1)
 
 
+class NotifyRetry(Section):
+    """How a failed delivery is retried: exponential backoff, then counted as failed."""
+
+    attempts: int = Field(default=6, ge=1, le=100)
+    initial: Duration = timedelta(seconds=1)
+    maximum: Duration = timedelta(minutes=5)
+    timeout: Duration = timedelta(seconds=10)
+
+
+class NotifyChannel(Section):
+    """What every channel shares: which runs it hears about and whom its links act for."""
+
+    # Profiles (supervision.yaml `tools:` keys) whose runs this channel hears about; empty: all.
+    profiles: list[str] = Field(default_factory=list)
+    # The approver the Approve/Reject links are issued to; without one, only the page link.
+    approver: str | None = None
+
+
+class WebhookChannel(NotifyChannel):
+    url: str
+    # HMAC-SHA256 key for the signature header: inline, or read from a file (preferred).
+    secret: str | None = None
+    secret_file: Path | None = None
+
+    @model_validator(mode="after")
+    def _needs_a_secret(self) -> WebhookChannel:
+        if not self.secret and self.secret_file is None:
+            raise ValueError("a webhook needs `secret` or `secret_file` to sign its requests")
+        return self
+
+
+class SlackChannel(NotifyChannel):
+    webhook_url: str
+
+
+class SmtpChannel(NotifyChannel):
+    host: str = "localhost"
+    port: int = Field(default=25, ge=1, le=65535)
+    starttls: bool = False
+    username: str | None = None
+    password: str | None = None
+    from_addr: str = "toolwarden@localhost"
+    to: list[str] = Field(min_length=1)
+
+
+class NotificationSettings(Section):
+    """Where approval notifications go; nothing is sent unless a channel is listed."""
+
+    # The web page's address as a person's browser reaches it; links in messages start with it.
+    # Unset: http://{worker.health_address}.
+    base_url: str | None = None
+    # Send a "reminded" notice this long before a pending approval expires; unset: no reminder.
+    remind_before: OptionalDuration = None
+    # The HMAC key signing decision links; unset: {home}/link-signing.key, created 0600.
+    link_key_file: Path | None = None
+    retry: NotifyRetry = Field(default_factory=NotifyRetry)
+    webhooks: list[WebhookChannel] = Field(default_factory=list)
+    slack: list[SlackChannel] = Field(default_factory=list)
+    smtp: list[SmtpChannel] = Field(default_factory=list)
+
+
 def default_home() -> Path:
     base = os.environ.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
     return Path(base) / "toolwarden"
@@ -212,6 +274,7 @@ class Settings(BaseSettings):
     tools: dict[str, ToolProfile] = Field(default_factory=dict)
     approvals: ApprovalSettings = Field(default_factory=ApprovalSettings)
     mirror: MirrorSettings = Field(default_factory=MirrorSettings)
+    notifications: NotificationSettings = Field(default_factory=NotificationSettings)
 
     @classmethod
     def settings_customise_sources(
@@ -250,6 +313,20 @@ class Settings(BaseSettings):
     @property
     def tokens_file(self) -> Path:
         return self.approvals.tokens_file or self.home / "tokens.json"
+
+    @property
+    def link_key_file(self) -> Path:
+        return self.notifications.link_key_file or self.home / "link-signing.key"
+
+    @property
+    def used_links_file(self) -> Path:
+        return self.home / "used-links"
+
+    @property
+    def web_base_url(self) -> str:
+        if self.notifications.base_url:
+            return self.notifications.base_url.rstrip("/")
+        return f"http://{self.worker.health_address or '127.0.0.1:9464'}"
 
     @property
     def socket_dir(self) -> Path:

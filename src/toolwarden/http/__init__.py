@@ -1,1 +1,2 @@
-"""The worker's HTTP face: one FastAPI app (health, metrics, the JSON API, the web page)."""
+"""The worker's HTTP face: one FastAPI app (health, metrics, the JSON API, the web page and
+signed decision links)."""

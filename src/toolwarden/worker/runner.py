@@ -12,7 +12,7 @@ from temporalio.worker import Worker
 
 from toolwarden.activities.tool_run import ToolActivities
 from toolwarden.client import connect_client, ensure_search_attributes
-from toolwarden.config import Settings
+from toolwarden.config import ConfigError, Settings
 from toolwarden.metrics import MetricsSink
 from toolwarden.sinks import RunSink
 from toolwarden.workflows.tool_run import ToolRunWorkflow
@@ -21,6 +21,7 @@ if TYPE_CHECKING:
     from toolwarden.http.app import HttpServer
     from toolwarden.http.health import Readiness
     from toolwarden.mirror import MirrorWriter
+    from toolwarden.notify import ApprovalNotifier
 
 log = logging.getLogger(__name__)
 
@@ -53,6 +54,20 @@ def build_worker(
     )
 
 
+def start_notifier(settings: Settings) -> ApprovalNotifier | None:
+    """The approval notifier sink when `notifications` lists a channel; links signed on this host."""
+    if not (settings.notifications.webhooks or settings.notifications.slack or settings.notifications.smtp):
+        return None
+    from toolwarden.http.links import LinkSigner, load_or_create_key
+    from toolwarden.notify import ApprovalNotifier
+
+    try:
+        signer = LinkSigner(load_or_create_key(settings.link_key_file), settings.web_base_url)
+        return ApprovalNotifier.start(settings, signer.notice_links)
+    except (OSError, ValueError) as exc:  # an unreadable secret or key file
+        raise ConfigError(f"notifications: {exc}") from exc
+
+
 class WorkerService:
     """Everything one worker process runs; `toolwarden up` and `toolwarden worker` share it."""
 
@@ -72,6 +87,9 @@ class WorkerService:
         sinks: list[RunSink] = [MetricsSink()]
         if mirror is not None:
             sinks.append(mirror)
+        notifier = start_notifier(settings)
+        if notifier is not None:
+            sinks.append(notifier)
         self.activities = ToolActivities(settings, sinks)
         self.worker = build_worker(self.client, settings, activities=self.activities)
         health = await self._start_health()
@@ -96,6 +114,8 @@ class WorkerService:
                 await health.stop()
             if mirror is not None:
                 await asyncio.to_thread(mirror.stop)
+            if notifier is not None:
+                await asyncio.to_thread(notifier.stop)
 
     def _start_mirror(self) -> MirrorWriter | None:
         if not self.settings.mirror.enabled:
