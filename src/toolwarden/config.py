@@ -208,6 +208,11 @@ class Settings(BaseSettings):
         return self.home / "logs"
 
     @property
+    def attempts_dir(self) -> Path:
+        # One ledger per worker of the process groups it supervises (toolwarden.orphans).
+        return self.home / "attempts"
+
+    @property
     def tool_bin_dir(self) -> Path:
         # Holds only the worker's `toolwarden` shim, first on every tool's PATH.
         return self.home / "bin"

@@ -197,7 +197,7 @@ async def launch(
         process=process,
         pid=process.pid,
         pgid=process.pid,  # start_new_session makes the tool its group's leader
-        started_at=datetime.now(UTC),
+        started_at=_start_time(process.pid),
         stdout=OutputSink(stdout_path, log_cap_bytes, tail),
         stderr=OutputSink(stderr_path, log_cap_bytes, tail),
         tail=tail,
@@ -208,6 +208,16 @@ async def launch(
         asyncio.create_task(_pump(process.stderr, launched.stderr)),
     ]
     return launched
+
+
+def _start_time(pid: int) -> datetime:
+    """When the kernel started `pid`: with the pgid, what tells this group from a later one."""
+    import psutil
+
+    try:
+        return datetime.fromtimestamp(psutil.Process(pid).create_time(), UTC)
+    except psutil.Error:  # already gone and reaped: it started about now
+        return datetime.now(UTC)
 
 
 async def _pump(stream: asyncio.StreamReader, sink: OutputSink) -> None:

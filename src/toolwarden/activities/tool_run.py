@@ -9,11 +9,12 @@ import logging
 import os
 import socket
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
+from pydantic import ValidationError
 from temporalio import activity
 from temporalio.client import WorkflowHandle
 from temporalio.exceptions import ApplicationError, ApplicationErrorCategory
@@ -34,12 +35,12 @@ from toolwarden.models import (
     MirrorUpdate,
     closing_projection,
 )
+from toolwarden.orphans import AttemptLedger, AttemptRecord, kill_recorded_group
 from toolwarden.process import (
     Launched,
     LaunchError,
     drain_output,
     install_cli_shim,
-    kill_stale_group,
     launch,
     path_with_first,
     supervise,
@@ -130,6 +131,7 @@ class ToolActivities:
         self._host = socket.gethostname()
         self.running = 0
         self._cli_dir: Path | None = None
+        self.ledger = AttemptLedger(settings.attempts_dir, self._host)
         try:
             self._cli_dir = install_cli_shim(settings.tool_bin_dir)
         except OSError as exc:  # tools still run; `toolwarden ask` then needs it on their PATH
@@ -141,7 +143,8 @@ class ToolActivities:
         spec = attempt.spec
         if attempt.projection is not None:
             self._project(attempt.projection)  # idempotent: a retried attempt projects again
-        self._reap_previous_attempt(info.heartbeat_details)
+        if info.attempt > 1:  # relaunched after its worker was lost
+            await asyncio.to_thread(self._reap_previous_attempt, spec.run_id, info.heartbeat_details)
         name = f"attempt-{attempt.attempt}"
         if info.attempt > 1:
             name += f".{info.attempt}"  # relaunched after its worker was lost
@@ -216,6 +219,15 @@ class ToolActivities:
             result.started_at = result.ended_at = datetime.now(UTC)
             return result
         state.launched = launched
+        self.ledger.add(
+            AttemptRecord(
+                run_id=spec.run_id,
+                attempt=attempt.attempt,
+                pgid=launched.pgid,
+                start_time=launched.started_at.timestamp(),
+                host=self._host,
+            )
+        )
         self.running += 1
         decided = [d.decided_at for d in attempt.resume.values() if d.decided_at is not None]
         if decided:  # relaunched after exit-and-relaunch: decision to running again
@@ -247,6 +259,7 @@ class ToolActivities:
         finally:
             self.running -= 1
             await drain_output(launched)
+            self.ledger.remove(spec.run_id, attempt.attempt)  # supervise() left no member alive
             outcome = ending.outcome if ending else AttemptOutcome.CANCELLED
             metrics.attempt_ended(spec.tool_name, outcome.value, attempt=state.key)
             if outcome is AttemptOutcome.HUNG:
@@ -285,19 +298,40 @@ class ToolActivities:
         if self._mirror is not None:
             self._mirror.heartbeat(state.spec.spec.run_id, live)
 
-    def _reap_previous_attempt(self, details: object) -> None:
-        """A relaunch after a lost worker: kill what that attempt left on this host."""
+    def reap_orphans(self) -> None:
+        """Kill what workers that died on this host left running (at start, and per relaunch)."""
+        self.ledger.reap_orphans()
+
+    def _reap_previous_attempt(self, run_id: str, details: Sequence[Any]) -> None:
+        """A relaunch after a lost worker: kill what that attempt, and any dead worker, left here.
+
+        The ledger covers workers that shared this home; the heartbeat details cover the
+        previous attempt whatever home its worker had, as long as it ran on this host.
+        """
+        self.reap_orphans()
         if not details:
             return
         try:
-            (previous,) = activity.payload_converter().from_payloads(
-                list(details),  # type: ignore[call-overload]
-                [LiveDetails],
+            previous = LiveDetails.model_validate(details[0])  # decoded already: plain JSON values
+        except ValidationError as exc:
+            log.warning(
+                "run %s: the previous attempt's heartbeat details do not parse, so nothing it "
+                "left is reaped from them: %s", run_id, str(exc).splitlines()[0],
             )
-        except Exception:  # details from an older version: nothing to reap
             return
-        if isinstance(previous, LiveDetails) and previous.host == self._host and previous.pgid:
-            kill_stale_group(previous.pgid)
+        if previous.host != self._host or previous.pgid is None:
+            return
+        if previous.started_at is None:
+            log.warning(
+                "run %s: the previous attempt's details name process group %d but no start time; "
+                "not signalled, as it cannot be told from a reused group", run_id, previous.pgid,
+            )
+            return
+        if kill_recorded_group(previous.pgid, previous.started_at.timestamp()):
+            log.warning(
+                "run %s: killed process group %d left by attempt %d", run_id, previous.pgid,
+                previous.attempt,
+            )
 
     async def _ask_workflow(
         self,

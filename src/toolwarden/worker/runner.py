@@ -65,6 +65,7 @@ class WorkerService:
         await ensure_search_attributes(self.client, settings.temporal.namespace)
         mirror = self._start_mirror()
         self.activities = ToolActivities(settings, mirror)
+        await asyncio.to_thread(self.activities.reap_orphans)  # before this worker takes work
         self.worker = build_worker(self.client, settings, activities=self.activities)
         health = await self._start_health()
         worker_task = asyncio.create_task(self.worker.run())
