@@ -52,6 +52,7 @@ from toolwarden.protocol import (
     ENV_SOCKET,
     EXIT_AWAIT_DECISION,
 )
+from toolwarden.secrets import SecretError, redact, resolve_secrets
 
 RUN_TOOL = "run_tool"
 PROJECT_RUN = "project_run"
@@ -91,6 +92,8 @@ class _Attempt:
         self.decided: set[str] = set()
         self.waiting: set[str] = set()
         self.key = f"{attempt.spec.run_id}:{attempt.attempt}"
+        # Resolved values, scrubbed from what leaves the worker: output tail, tool message.
+        self.secrets: dict[str, str] = {}
 
     def on_heartbeat(self, progress: float | None, message: str | None) -> None:
         self.last_beat = time.monotonic()
@@ -116,12 +119,17 @@ class _Attempt:
             + launched.stderr.total_bytes else None,
             last_heartbeat_at=self.last_beat_at,
             progress=self.progress,
-            message=self.message,
+            message=self.scrubbed(self.message),
             waiting_keys=sorted(self.waiting),
             stdout_path=str(launched.stdout.path) if launched else None,
             stderr_path=str(launched.stderr.path) if launched else None,
-            tail=list(launched.tail) if launched else [],
+            tail=[self.scrubbed(line) for line in launched.tail] if launched else [],
         )
+
+    def scrubbed(self, text: str | None) -> str | None:
+        if text is None or not self.secrets:
+            return text
+        return redact(text, self.secrets)
 
 
 class ToolActivities:
@@ -205,6 +213,15 @@ class ToolActivities:
         result.host = self._host
         result.stdout_path, result.stderr_path = str(stdout_path), str(stderr_path)
         try:
+            state.secrets = resolve_secrets(
+                spec.secrets, os.environ, self._settings.worker.secrets_file
+            )
+        except SecretError as exc:
+            result.error = str(exc)
+            result.started_at = result.ended_at = datetime.now(UTC)
+            return result
+        env.update(state.secrets)
+        try:
             launched = await launch(
                 spec.argv,
                 cwd=spec.cwd,
@@ -285,7 +302,7 @@ class ToolActivities:
                 "tail": live.tail,
                 "pending_keys": undecided,
                 "progress": state.progress,
-                "message": state.message,
+                "message": live.message,
             }
         )
 
