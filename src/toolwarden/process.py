@@ -22,6 +22,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import IO
 
+from toolwarden.files import open_private, private_dir
 from toolwarden.models import AttemptOutcome
 
 READ_CHUNK = 64 * 1024
@@ -68,7 +69,7 @@ def install_cli_shim(directory: Path, interpreter: str = sys.executable) -> Path
     with contextlib.suppress(OSError):
         if shim.read_text() == text and os.access(shim, os.X_OK):
             return directory
-    directory.mkdir(parents=True, exist_ok=True)
+    private_dir(directory)
     # Written aside and renamed: a tool starting meanwhile never runs half a script.
     partial = directory / f".{CLI_SHIM_NAME}.{os.getpid()}"
     partial.write_text(text)
@@ -107,7 +108,9 @@ class OutputSink:
         self.truncated = False
         self.last_output = time.monotonic()
         self._partial = ""
-        self._file: IO[bytes] = path.open("ab", buffering=0)
+        # 0600: tool output often holds secrets.
+        descriptor = open_private(path, os.O_WRONLY | os.O_APPEND)
+        self._file: IO[bytes] = os.fdopen(descriptor, "ab", buffering=0)
 
     def feed(self, chunk: bytes) -> None:
         self.last_output = time.monotonic()
@@ -172,7 +175,8 @@ async def launch(
     if cwd is not None and not Path(cwd).is_dir():
         raise LaunchError(f"working directory not found: {cwd}", EXIT_NOT_FOUND)
     resolve_executable(argv[0], cwd, env)
-    stdout_path.parent.mkdir(parents=True, exist_ok=True)
+    private_dir(stdout_path.parent)
+    private_dir(stderr_path.parent)
     try:
         process = await asyncio.create_subprocess_exec(
             *with_parent_death_signal(argv),

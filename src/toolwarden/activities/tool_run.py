@@ -22,6 +22,7 @@ from temporalio.exceptions import ApplicationError, ApplicationErrorCategory
 from toolwarden import metrics
 from toolwarden.channel import ToolChannel
 from toolwarden.config import Settings
+from toolwarden.files import private_dir
 from toolwarden.models import (
     ApprovalAsk,
     ApprovalRecord,
@@ -140,6 +141,8 @@ class ToolActivities:
         self.running = 0
         self._cli_dir: Path | None = None
         self.ledger = AttemptLedger(settings.attempts_dir, self._host)
+        for directory in (settings.home, settings.logs_dir, settings.attempts_dir):
+            private_dir(directory)
         try:
             self._cli_dir = install_cli_shim(settings.tool_bin_dir)
         except OSError as exc:  # tools still run; `toolwarden ask` then needs it on their PATH

@@ -13,6 +13,7 @@ from temporalio.worker import Worker
 from toolwarden.activities.tool_run import MirrorSink, ToolActivities
 from toolwarden.client import connect_client, ensure_search_attributes
 from toolwarden.config import Settings
+from toolwarden.files import private_dir
 from toolwarden.workflows.tool_run import ToolRunWorkflow
 
 if TYPE_CHECKING:
@@ -96,7 +97,7 @@ class WorkerService:
         from toolwarden.mirror import MirrorWriter, upgrade
 
         url = self.settings.mirror_url
-        self.settings.home.mkdir(parents=True, exist_ok=True)
+        private_dir(self.settings.home)
         try:
             upgrade(url)
         except Exception as exc:  # the mirror is a projection: never a reason not to run
