@@ -35,6 +35,7 @@ log = logging.getLogger(__name__)
 # may differ by one between two processes reading it; a reused pid starts far later than this.
 START_TIME_TOLERANCE = 1.0
 KILL_WAIT = 5.0  # a SIGKILLed group is gone within milliseconds; this only bounds a stuck D-state
+KILL_POLL = 0.01
 LEDGER_SUFFIX = ".attempts.json"
 
 
@@ -106,10 +107,32 @@ def kill_recorded_group(pgid: int, start_time: float) -> int:
     for proc in targets:
         with contextlib.suppress(psutil.Error):
             proc.send_signal(signal.SIGKILL)
-    _, alive = psutil.wait_procs(targets, timeout=KILL_WAIT)
+    _until_dead(pgid, targets)
+    return len(targets)
+
+
+def _until_dead(pgid: int, targets: list[psutil.Process]) -> None:
+    """Wait until every target is dead, zombies counting as dead.
+
+    Not `psutil.wait_procs`: orphans are init's children, and an init that reaps slowly (a
+    container's) keeps each a zombie for a second or more, which would hold up every relaunch.
+    """
+    deadline = time.monotonic() + KILL_WAIT
+    alive = targets
+    while alive:
+        alive = [proc for proc in alive if _living(proc)]
+        if not alive or time.monotonic() > deadline:
+            break
+        time.sleep(KILL_POLL)
     for proc in alive:
         log.warning("process %d of group %d survived SIGKILL for %gs", proc.pid, pgid, KILL_WAIT)
-    return len(targets)
+
+
+def _living(proc: psutil.Process) -> bool:
+    try:
+        return bool(proc.status() != psutil.STATUS_ZOMBIE)
+    except psutil.Error:
+        return False
 
 
 def _start_of(proc: psutil.Process) -> float | None:
