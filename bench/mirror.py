@@ -340,7 +340,7 @@ def writer_bench(db: Database, runs: int, seconds: int, interval: float, commits
         if kind == "start":
             started_at[i] = now
             observer.submitted[(run_id, "start")] = time.monotonic()
-            writer.submit(start_update(run_id, now))
+            writer.run_changed(start_update(run_id, now))
         elif kind == "beat":
             message = f"b{k}"
             observer.submitted[(run_id, f"beat:{message}")] = time.monotonic()
@@ -359,7 +359,7 @@ def writer_bench(db: Database, runs: int, seconds: int, interval: float, commits
             )
         else:
             observer.submitted[(run_id, "state:succeeded")] = time.monotonic()
-            writer.submit(end_update(run_id, started_at[i], now))
+            writer.run_changed(end_update(run_id, started_at[i], now))
     feed_wall = time.monotonic() - t0
     deadline = time.monotonic() + CATCH_UP_TIMEOUT
     while not all((r, "state:succeeded") in observer.seen for r in ids):
@@ -524,7 +524,7 @@ async def end_to_end(
                 writer = MirrorWriter(db.url, mirror, upgrade_schema=False)
                 writer.start()
                 stack.callback(writer.stop, 10.0)
-            await stack.enter_async_context(build_worker(server.client, settings, mirror=writer))
+            await stack.enter_async_context(build_worker(server.client, settings, sinks=[writer]))
             modes.append(Mode(name, settings, writer, db))
         for mode in modes:  # warm-up: sandbox imports, cold caches, first connections
             await batch(server, mode, min(20, args.n), sdk, commits)

@@ -105,7 +105,7 @@ from toolwarden.models import (
     RunSummary,
 )
 from toolwarden.tui.app import REFRESH_SECONDS, ToolwardenApp, make_app
-from toolwarden.tui.backend import Loader, RunFilter, Snapshot, SupervisorAPI
+from toolwarden.tui.loader import Loader, RunFilter, Snapshot, SupervisorAPI
 from toolwarden.tui.widgets.tables import KeyedTable
 
 MINIMAL_APP = BENCH_DIR / "tools" / "textual_minimal.py"

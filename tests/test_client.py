@@ -14,7 +14,6 @@ from toolwarden.client import (
     RefusalReason,
     RunHandle,
     Supervisor,
-    approver_refusal,
     assemble_approvals,
     decided_text,
     parse_response,
@@ -37,13 +36,6 @@ def record(run_id: str, key: str, asked: int, state: ApprovalState = ApprovalSta
 def status(run_id: str, *approvals: ApprovalRecord) -> RunStatus:
     return RunStatus(run_id=run_id, tool_name="t", argv=["t"], state=RunState.WAITING_APPROVAL,
                      started_at=T0, updated_at=T0, approvals=list(approvals))
-
-
-def test_allowlist() -> None:
-    assert approver_refusal([], "anyone") is None
-    assert approver_refusal(["alice"], "alice") is None
-    assert approver_refusal(["alice"], "bob") == "bob is not an allowed approver"
-    assert approver_refusal(["alice"], None) == "anonymous is not an allowed approver"
 
 
 def test_response_is_json_or_nothing() -> None:

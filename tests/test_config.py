@@ -69,12 +69,12 @@ def test_lookup_order(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     ("text", "message"),
     [
         ("nope: 1\n", "nope: unknown key"),
-        ("defaults:\n  timeout: soon\n", "defaults.timeout: Value error, invalid duration 'soon'"),
+        ("defaults:\n  timeout: soon\n", "defaults.timeout: invalid duration 'soon'"),
         ("defaults:\n  retries: -1\n", "defaults.retries: Input should be greater than or equal to 0"),
         ("tools:\n  aider:\n    hang_timout: 5s\n", "tools.aider.hang_timout: unknown key"),
         ("defaults: [1, 2\n", "not valid YAML"),
         ("- a\n- b\n", "the top level must be a mapping"),
-        ("defaults:\n  log_cap: lots\n", "defaults.log_cap: Value error, invalid size 'lots'"),
+        ("defaults:\n  log_cap: lots\n", "defaults.log_cap: invalid size 'lots'"),
     ],
 )
 def test_bad_config_is_one_line_naming_the_key(tmp_path: Path, text: str, message: str) -> None:

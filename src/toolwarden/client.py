@@ -20,7 +20,7 @@ import os
 import re
 import secrets
 import sys
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping
 from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 from typing import Any, NoReturn
@@ -79,6 +79,7 @@ from toolwarden.workflows import (
     UNKNOWN_APPROVAL,
     WORKFLOW_NAME,
 )
+from toolwarden.workflows.rules import approver_refusal, decided_text
 
 log = logging.getLogger(__name__)
 
@@ -127,19 +128,6 @@ class DecisionRefused(SupervisorError):
 
 class InvalidResponse(ValueError):
     """The response given with a decision is not JSON."""
-
-
-# moves to workflows/rules.py
-def approver_refusal(approvers: Sequence[str], by: str | None) -> str | None:
-    """Why `by` may not decide under the allowlist `approvers` (empty: anyone may), or None."""
-    if approvers and (by or "") not in approvers:
-        return f"{by or 'anonymous'} is not an allowed approver"
-    return None
-
-
-def decided_text(record: ApprovalRecord) -> str:
-    """How a closed approval reads in one line: `approved by alice`, `expired`."""
-    return record.state.value + (f" by {record.decided_by}" if record.decided_by else "")
 
 
 def parse_response(text: str | None) -> JsonValue:

@@ -14,7 +14,15 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Any
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, field_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+)
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -22,14 +30,21 @@ from pydantic_settings import (
     YamlConfigSettingsSource,
 )
 
-from toolwarden.models import ExpiryOutcome, RetryBackoff, RunSpec
+from toolwarden.durations import duration_seconds
+from toolwarden.errors import validation_line
+from toolwarden.models import (
+    DEFAULT_LIVENESS,
+    ExpiryOutcome,
+    Liveness,
+    RetryBackoff,
+    RunSpec,
+    check_prompt_patterns,
+)
 
 CONFIG_FILE_NAME = "supervision.yaml"
 ENV_CONFIG = "TOOLWARDEN_CONFIG"
 DEFAULT_TASK_QUEUE = "toolwarden"
 
-_DURATION_PART = re.compile(r"(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)")
-_DURATION_UNITS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400}
 _SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(b|kb|kib|mb|mib|gb|gib)?\s*$", re.IGNORECASE)
 _SIZE_UNITS = {
     "b": 1, "kb": 1000, "kib": 1024, "mb": 1000**2, "mib": 1024**2, "gb": 1000**3, "gib": 1024**3,
@@ -43,15 +58,9 @@ def parse_duration(value: Any) -> Any:
     if isinstance(value, int | float) and not isinstance(value, bool):
         return timedelta(seconds=value)
     if isinstance(value, str):
-        text = value.strip().lower()
-        if re.fullmatch(r"\d+(\.\d+)?", text):
-            return timedelta(seconds=float(text))
-        if text and _DURATION_PART.sub("", text).strip() == "":
-            total = sum(float(n) * _DURATION_UNITS[u] for n, u in _DURATION_PART.findall(text))
-            return timedelta(seconds=total)
-        if text in ("none", "null", "off", ""):
+        if value.strip().lower() in ("none", "null", "off", ""):
             return None
-        raise ValueError(f"invalid duration {value!r} (use e.g. 30s, 10m, 2h, 1d)")
+        return timedelta(seconds=duration_seconds(value))
     return value
 
 
@@ -65,9 +74,17 @@ def parse_size(value: Any) -> Any:
     return value
 
 
+def parse_liveness(value: Any) -> Any:
+    """Accept `[output, cpu]` or the same as one string, `output, cpu`."""
+    if isinstance(value, str):
+        return [part.strip().lower() for part in value.split(",") if part.strip()]
+    return value
+
+
 Duration = Annotated[timedelta, BeforeValidator(parse_duration)]
 OptionalDuration = Annotated[timedelta | None, BeforeValidator(parse_duration)]
 ByteSize = Annotated[int, BeforeValidator(parse_size), Field(ge=0)]
+LivenessSignals = Annotated[list[Liveness], BeforeValidator(parse_liveness), Field(min_length=1)]
 
 
 class Section(BaseModel):
@@ -132,6 +149,7 @@ class RunDefaults(Section):
     tail_lines: int = Field(default=50, ge=0, le=10_000)
     approval_timeout: Duration = timedelta(hours=24)
     approval_on_expiry: ExpiryOutcome = ExpiryOutcome.REJECT
+    liveness: LivenessSignals = Field(default_factory=lambda: list(DEFAULT_LIVENESS))
 
 
 class ToolProfile(Section):
@@ -148,12 +166,21 @@ class ToolProfile(Section):
     tail_lines: int | None = Field(default=None, ge=0, le=10_000)
     approval_timeout: Duration | None = None
     approval_on_expiry: ExpiryOutcome | None = None
+    liveness: LivenessSignals | None = None
+    # Prompt mode (see docs/guide.md): run on a pseudo-terminal, a matching prompt is an
+    # approval answered with `answer_yes` or `answer_no`. `--prompt` adds to these patterns.
+    prompts: Annotated[list[str], AfterValidator(check_prompt_patterns)] = Field(
+        default_factory=list
+    )
+    answer_yes: str | None = None
+    answer_no: str | None = None
     env: dict[str, str] = Field(default_factory=dict)
     secrets: list[str] = Field(default_factory=list)  # names the worker resolves at launch
 
 
 class ApprovalSettings(Section):
     approvers: list[str] = Field(default_factory=list)
+    tokens_file: Path | None = None  # the approvers' API tokens (hashes only)
 
 
 class MirrorSettings(Section):
@@ -230,6 +257,10 @@ class Settings(BaseSettings):
         return self.mirror.url or f"sqlite:///{self.home / 'mirror.db'}"
 
     @property
+    def tokens_file(self) -> Path:
+        return self.approvals.tokens_file or self.home / "tokens.json"
+
+    @property
     def socket_dir(self) -> Path:
         # Unix socket paths are limited to ~107 bytes, so they never live under a deep home.
         return self.worker.socket_dir or Path(f"/tmp/toolwarden-{os.getuid()}")
@@ -267,9 +298,12 @@ class Settings(BaseSettings):
         """Resolve defaults, the tool profile and explicit overrides into a `RunSpec`."""
         profile_name, chosen = self.profile_for(profile, argv)
         merged: dict[str, Any] = self.defaults.model_dump()
-        chosen_values = chosen.model_dump(exclude={"env", "secrets"})
+        chosen_values = chosen.model_dump(exclude={"env", "prompts", "secrets"})
         merged.update({k: v for k, v in chosen_values.items() if v is not None})
-        merged.update({k: v for k, v in (overrides or {}).items() if v is not None})
+        extra_prompts = list((overrides or {}).get("prompts") or [])
+        merged.update(
+            {k: v for k, v in (overrides or {}).items() if v is not None and k != "prompts"}
+        )
         return RunSpec(
             run_id=run_id,
             tool_name=name or profile_name or Path(argv[0]).name,
@@ -295,7 +329,16 @@ class Settings(BaseSettings):
             approval_on_expiry=merged["approval_on_expiry"],
             approvers=list(self.approvals.approvers),
             approve_before=merged.get("approve_before"),
+            prompts=[*chosen.prompts, *(p for p in extra_prompts if p not in chosen.prompts)],
+            answer_yes=_or(merged.get("answer_yes"), "y"),
+            answer_no=_or(merged.get("answer_no"), "n"),
+            liveness=merged["liveness"],
         )
+
+
+def _or(value: str | None, default: str) -> str:
+    # An empty answer is a real one (just Enter, taking the tool's default).
+    return default if value is None else value
 
 
 class ConfigError(Exception):
@@ -321,15 +364,8 @@ def find_config_file(explicit: str | Path | None = None) -> Path | None:
 
 
 def _describe(error: ValidationError, source: Path | None) -> str:
-    first = error.errors()[0]
-    key = ".".join(str(part) for part in first["loc"]) or "(top level)"
-    message = first["msg"]
-    if first["type"] == "extra_forbidden":
-        message = "unknown key"
     where = f" in {source}" if source else ""
-    more = len(error.errors()) - 1
-    suffix = f" (and {more} more)" if more else ""
-    return f"config error{where}: {key}: {message}{suffix}"
+    return f"config error{where}: {validation_line(error)}"
 
 
 def load_settings(explicit: str | Path | None = None, **overrides: Any) -> Settings:

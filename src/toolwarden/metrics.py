@@ -5,10 +5,11 @@ worker's health server renders at `/metrics` together with the Temporal SDK's ow
 metrics. Names follow Prometheus conventions: a unit suffix where there is a unit, `_total` on
 counters, and bounded label sets: the tool name and an outcome or state, never a run id.
 
-Two kinds of callers feed it:
+Three callers feed it:
 
-* the `project_run` local activity calls `observe_update` once per workflow projection; the
-  run-level counters (runs started and ended, retries, approvals) are derived from its events;
+* `MetricsSink`, one of the worker's run sinks, calls `observe_update` once per workflow
+  projection; the run-level counters (runs started and ended, retries, approvals) are derived
+  from its events;
 * the `run_tool` activity calls `attempt_started`, `attempt_ended`, `hung_kill`,
   `tool_heartbeat_age` and `resume_latency` for the tools running on this worker;
 * the health server sets the readiness and mirror gauges from each readiness report.
@@ -42,7 +43,7 @@ from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
 from toolwarden import __version__
-from toolwarden.models import ApprovalState, AttemptOutcome, RunState, RunUpdate
+from toolwarden.models import ApprovalState, AttemptOutcome, LiveDetails, RunState, RunUpdate
 
 # The `*_created` companion series double the series count for no use here.
 disable_created_metrics()  # type: ignore[no-untyped-call]
@@ -277,6 +278,20 @@ def tool_heartbeat_age(tool: str, seconds: float, attempt: str | None = None) ->
         _heartbeats[attempt if attempt is not None else f"tool:{label}"] = (
             label, max(seconds, 0.0), time.monotonic(),
         )
+
+
+class MetricsSink:
+    """The run sink that counts runs, retries and approvals from each run's events.
+
+    Tool-level series (attempts, heartbeat ages, hung kills) come from the activity that runs
+    the tool, so a heartbeat needs nothing here.
+    """
+
+    def run_changed(self, update: RunUpdate) -> None:
+        observe_update(update)
+
+    def heartbeat(self, run_id: str, live: LiveDetails) -> None:
+        del run_id, live
 
 
 def set_mirror(backlog: int, lag_seconds: float | None) -> None:

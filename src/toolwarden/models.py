@@ -116,6 +116,26 @@ class ApprovalSource(StrEnum):
     GATE = "gate"
 
 
+class Liveness(StrEnum):
+    """A sign of life that resets a run's `hang_timeout`."""
+
+    OUTPUT = "output"  # any byte on stdout or stderr
+    CPU = "cpu"  # CPU time used by any process of the tool's group
+    HEARTBEAT = "heartbeat"  # `toolwarden beat` or any message on the tool's socket
+
+
+DEFAULT_LIVENESS = (Liveness.OUTPUT, Liveness.HEARTBEAT)
+
+
+def check_prompt_patterns(patterns: list[str]) -> list[str]:
+    for pattern in patterns:
+        try:
+            re.compile(pattern)
+        except re.error as exc:
+            raise ValueError(f"invalid prompt pattern {pattern!r}: {exc}") from None
+    return patterns
+
+
 class RetryBackoff(Model):
     initial: timedelta = timedelta(seconds=1)
     coefficient: float = 2.0
@@ -151,6 +171,11 @@ class RunSpec(Model):
     approval_timeout: timedelta = timedelta(hours=24)
     approval_on_expiry: ExpiryOutcome = ExpiryOutcome.REJECT
     approvers: list[str] = Field(default_factory=list)
+    # Prompt mode: the tool runs on a pseudo-terminal and a matching prompt becomes an approval.
+    prompts: Annotated[list[str], AfterValidator(check_prompt_patterns)] = Field(default_factory=list)
+    answer_yes: str = "y"
+    answer_no: str = "n"
+    liveness: list[Liveness] = Field(default_factory=lambda: list(DEFAULT_LIVENESS), min_length=1)
 
 
 class ApprovalAsk(Model):
@@ -271,9 +296,6 @@ class AttemptSpec(Model):
     spec: RunSpec
     attempt: int
     resume: dict[str, Decision] = Field(default_factory=dict)
-    # The run's projection as the attempt starts, handed to the mirror by the activity itself,
-    # which saves the workflow a local activity per launch.
-    projection: RunUpdate | None = None
 
 
 class LiveDetails(Model):
@@ -314,9 +336,6 @@ class AttemptResult(Model):
     pending_keys: list[str] = Field(default_factory=list)
     progress: float | None = None
     message: str | None = None
-    # Set by an activity that handed the run's end to the mirror itself (`closing_projection`);
-    # results recorded before this field existed read False, and their runs end as they did.
-    final_projected: bool = False
 
 
 class RunStatus(Model):

@@ -9,21 +9,24 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import errno
+import fcntl
 import os
 import shlex
 import shutil
 import signal
+import struct
 import sys
+import termios
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import IO
 
 from toolwarden.files import open_private, private_dir
-from toolwarden.models import AttemptOutcome
+from toolwarden.models import DEFAULT_LIVENESS, AttemptOutcome, Liveness
 
 READ_CHUNK = 64 * 1024
 MAX_TAIL_LINE = 2000
@@ -36,6 +39,17 @@ CLI_SHIM_NAME = "toolwarden"
 # dies with its worker. A Python `preexec_fn` would do the same but forces a full fork() of the
 # worker instead of vfork(): ~35 ms per launch at worker size and a blocked event loop.
 SETPRIV = shutil.which("setpriv") if sys.platform.startswith("linux") else None
+# `setsid --ctty` (util-linux) makes the tool a session leader whose controlling terminal is
+# its stdin, the pseudo-terminal of prompt mode, so `/dev/tty` and job control work as in a
+# shell. Without it the tool still gets the terminal on stdin, stdout and stderr.
+SETSID = shutil.which("setsid") if sys.platform.startswith("linux") else None
+# Wide enough that a long prompt does not wrap, so it stays the last line of output.
+TERMINAL_SIZE = (50, 250)
+# CPU seconds a process group must use within a window to count as alive: /proc counts in
+# 10 ms ticks, an idle process waking now and then uses a tick or two, and a busy one starved
+# to a few percent of a core on a loaded host still shows this much within the window.
+CPU_PROGRESS_SECONDS = 0.03
+CPU_WINDOW_SECONDS = 5.0
 
 
 def resolve_executable(argv0: str, cwd: str | None, env: dict[str, str]) -> None:
@@ -99,8 +113,15 @@ class LaunchError(Exception):
 class OutputSink:
     """One output stream: appended to a size-capped log file, last lines kept in memory."""
 
-    def __init__(self, path: Path, cap_bytes: int, tail: deque[str]) -> None:
+    def __init__(
+        self,
+        path: Path,
+        cap_bytes: int,
+        tail: deque[str],
+        on_chunk: Callable[[bytes], None] | None = None,
+    ) -> None:
         self.path = path
+        self.on_chunk = on_chunk
         self.cap_bytes = cap_bytes
         self.tail = tail
         self.total_bytes = 0
@@ -126,6 +147,8 @@ class OutputSink:
                 f"\n[toolwarden: log capped at {self.cap_bytes} bytes; rest discarded]\n".encode()
             )
         self._remember(chunk)
+        if self.on_chunk is not None:
+            self.on_chunk(chunk)
 
     def _remember(self, chunk: bytes) -> None:
         if self.tail.maxlen == 0:
@@ -145,6 +168,35 @@ class OutputSink:
         self._file.close()
 
 
+class Terminal:
+    """The controlling side of a tool's pseudo-terminal; what is written is the tool's input."""
+
+    def __init__(self, fd: int) -> None:
+        self.fd = fd
+        self.closed = False
+
+    def write(self, text: str) -> bool:
+        """Type `text` into the tool's terminal; False if it is gone or its input is full.
+
+        An answer is a few bytes and the terminal's input buffer holds kilobytes, so it only
+        fills if the tool stopped reading long ago; the write never blocks the event loop.
+        """
+        if self.closed:
+            return False  # never write to a closed, possibly reused, descriptor
+        data = text.encode()
+        try:
+            while data:
+                data = data[os.write(self.fd, data) :]
+        except OSError:  # BlockingIOError included
+            return False
+        return True
+
+    def close(self) -> None:
+        if not self.closed:
+            self.closed = True
+            os.close(self.fd)
+
+
 @dataclass
 class Launched:
     process: asyncio.subprocess.Process
@@ -155,6 +207,7 @@ class Launched:
     stderr: OutputSink
     tail: deque[str]
     readers: list[asyncio.Task[None]] = field(default_factory=list)
+    terminal: Terminal | None = None
 
     @property
     def last_output(self) -> float:
@@ -170,13 +223,25 @@ async def launch(
     stderr_path: Path,
     log_cap_bytes: int,
     tail_lines: int,
+    terminal: bool = False,
+    on_output: Callable[[bytes], None] | None = None,
 ) -> Launched:
-    """Start `argv` (never through a shell) in its own session, output to capped log files."""
+    """Start `argv` (never through a shell) in its own session, output to capped log files.
+
+    With `terminal`, stdin, stdout and stderr are one pseudo-terminal, as in a shell: the tool
+    prompts as it would for a person, its output is one stream (logged as stdout), and
+    `Launched.terminal` types its input. `on_output` sees every chunk of the tool's output.
+    """
     if cwd is not None and not Path(cwd).is_dir():
         raise LaunchError(f"working directory not found: {cwd}", EXIT_NOT_FOUND)
     resolve_executable(argv[0], cwd, env)
     private_dir(stdout_path.parent)
     private_dir(stderr_path.parent)
+    if terminal:
+        return await _launch_on_terminal(
+            argv, cwd=cwd, env=env, stdout_path=stdout_path, stderr_path=stderr_path,
+            log_cap_bytes=log_cap_bytes, tail_lines=tail_lines, on_output=on_output,
+        )
     try:
         process = await asyncio.create_subprocess_exec(
             *with_parent_death_signal(argv),
@@ -187,23 +252,16 @@ async def launch(
             stderr=asyncio.subprocess.PIPE,
             start_new_session=True,
         )
-    except FileNotFoundError as exc:
-        raise LaunchError(f"{argv[0]}: {exc.strerror or 'not found'}", EXIT_NOT_FOUND) from exc
-    except PermissionError as exc:
-        raise LaunchError(
-            f"{argv[0]}: {exc.strerror or 'permission denied'}", EXIT_NOT_EXECUTABLE
-        ) from exc
     except OSError as exc:
-        code = EXIT_NOT_FOUND if exc.errno == errno.ENOENT else EXIT_NOT_EXECUTABLE
-        raise LaunchError(f"{argv[0]}: {exc.strerror or exc}", code) from exc
+        raise _launch_error(argv, exc) from exc
     tail: deque[str] = deque(maxlen=tail_lines)
     launched = Launched(
         process=process,
         pid=process.pid,
         pgid=process.pid,  # start_new_session makes the tool its group's leader
         started_at=_start_time(process.pid),
-        stdout=OutputSink(stdout_path, log_cap_bytes, tail),
-        stderr=OutputSink(stderr_path, log_cap_bytes, tail),
+        stdout=OutputSink(stdout_path, log_cap_bytes, tail, on_output),
+        stderr=OutputSink(stderr_path, log_cap_bytes, tail, on_output),
         tail=tail,
     )
     assert process.stdout is not None and process.stderr is not None
@@ -222,6 +280,101 @@ def _start_time(pid: int) -> datetime:
         return datetime.fromtimestamp(psutil.Process(pid).create_time(), UTC)
     except psutil.Error:  # already gone and reaped: it started about now
         return datetime.now(UTC)
+
+
+async def _launch_on_terminal(
+    argv: list[str],
+    *,
+    cwd: str | None,
+    env: dict[str, str],
+    stdout_path: Path,
+    stderr_path: Path,
+    log_cap_bytes: int,
+    tail_lines: int,
+    on_output: Callable[[bytes], None] | None,
+) -> Launched:
+    controller, tool_side = os.openpty()
+    rows, columns = TERMINAL_SIZE
+    fcntl.ioctl(tool_side, termios.TIOCSWINSZ, struct.pack("HHHH", rows, columns, 0, 0))
+    # setsid(1) starts the session itself (it does not fork: its parent's group is not its own).
+    command = with_parent_death_signal(argv)
+    if SETSID:
+        command = [SETSID, "--ctty", *command]
+    try:
+        process = await asyncio.create_subprocess_exec(
+            *command,
+            cwd=cwd,
+            env={"TERM": "dumb", **env},
+            stdin=tool_side,
+            stdout=tool_side,
+            stderr=tool_side,
+            start_new_session=SETSID is None,
+        )
+    except OSError as exc:
+        os.close(controller)
+        raise _launch_error(argv, exc) from exc
+    finally:
+        os.close(tool_side)  # the tool holds it now; EOF comes when the tool's side is gone
+    os.set_blocking(controller, False)
+    terminal = Terminal(controller)
+    tail: deque[str] = deque(maxlen=tail_lines)
+    launched = Launched(
+        process=process,
+        pid=process.pid,
+        pgid=process.pid,  # the session leader leads its group too
+        started_at=_start_time(process.pid),
+        stdout=OutputSink(stdout_path, log_cap_bytes, tail, on_output),
+        stderr=OutputSink(stderr_path, log_cap_bytes, tail),
+        tail=tail,
+        terminal=terminal,
+    )
+    launched.stderr.close()  # the terminal is one stream: stderr's log stays empty
+    launched.readers = [asyncio.create_task(_pump_terminal(terminal, launched.stdout, process))]
+    return launched
+
+
+def _launch_error(argv: list[str], exc: OSError) -> LaunchError:
+    if isinstance(exc, FileNotFoundError):
+        return LaunchError(f"{argv[0]}: {exc.strerror or 'not found'}", EXIT_NOT_FOUND)
+    if isinstance(exc, PermissionError):
+        return LaunchError(f"{argv[0]}: {exc.strerror or 'permission denied'}", EXIT_NOT_EXECUTABLE)
+    code = EXIT_NOT_FOUND if exc.errno == errno.ENOENT else EXIT_NOT_EXECUTABLE
+    return LaunchError(f"{argv[0]}: {exc.strerror or exc}", code)
+
+
+async def _pump_terminal(
+    terminal: Terminal, sink: OutputSink, process: asyncio.subprocess.Process
+) -> None:
+    """Copy the terminal's output to `sink` until the tool's side is closed (EIO on Linux).
+
+    The terminal is closed only once the tool has exited: closing it hangs it up, and `rm -i`
+    closes its stdin, stdout and stderr just before exiting, so closing at EOF would kill it
+    with SIGHUP on its way out.
+    """
+    loop = asyncio.get_running_loop()
+    readable = asyncio.Event()
+    loop.add_reader(terminal.fd, readable.set)
+    try:
+        while True:
+            await readable.wait()
+            readable.clear()
+            try:
+                chunk = os.read(terminal.fd, READ_CHUNK)
+            except BlockingIOError:
+                continue
+            except OSError as exc:
+                if exc.errno == errno.EIO:
+                    break
+                raise
+            if not chunk:
+                break
+            sink.feed(chunk)
+        loop.remove_reader(terminal.fd)
+        await process.wait()
+    finally:
+        loop.remove_reader(terminal.fd)
+        terminal.close()
+        sink.close()
 
 
 async def _pump(stream: asyncio.StreamReader, sink: OutputSink) -> None:
@@ -306,6 +459,48 @@ def classify(returncode: int) -> Ending:
     return Ending(AttemptOutcome.FAILED, exit_code=returncode)
 
 
+class GroupCpu:
+    """CPU time used by a process group, sampled: a busy tool that prints nothing is alive."""
+
+    def __init__(self, pgid: int) -> None:
+        self.pgid = pgid
+        self.active_at = time.monotonic()
+        self._used: dict[tuple[int, float], float] = {}  # (pid, create time) -> CPU seconds
+        self._grew: deque[tuple[float, float]] = deque()  # (when, CPU seconds) within the window
+
+    def sample(self) -> float:
+        """Take a sample; return when the group was last seen using CPU (monotonic)."""
+        import psutil
+
+        used: dict[tuple[int, float], float] = {}
+        for proc in psutil.process_iter():
+            try:
+                if os.getpgid(proc.pid) != self.pgid:
+                    continue
+                with proc.oneshot():
+                    times = proc.cpu_times()
+                    member = (proc.pid, proc.create_time())
+            except (OSError, psutil.Error):
+                continue
+            # Children's times count what members reaped: make's finished compiler runs.
+            used[member] = times.user + times.system + times.children_user + times.children_system
+        grown = sum(total - self._used.get(member, 0.0) for member, total in used.items())
+        self._used = used
+        now = time.monotonic()
+        if grown > 0:
+            self._grew.append((now, grown))
+        while self._grew and self._grew[0][0] < now - CPU_WINDOW_SECONDS:
+            self._grew.popleft()
+        if self._grew and sum(seconds for _, seconds in self._grew) >= CPU_PROGRESS_SECONDS:
+            self.active_at = max(self.active_at, self._grew[-1][0])  # when it last grew
+        return self.active_at
+
+
+def _silence(liveness: Collection[Liveness]) -> str:
+    names = [sign.value for sign in Liveness if sign in liveness]
+    return names[0] if len(names) == 1 else f"{', '.join(names[:-1])} or {names[-1]}"
+
+
 async def supervise(
     launched: Launched,
     *,
@@ -316,21 +511,35 @@ async def supervise(
     last_tool_heartbeat: Callable[[], float],
     waiting_for_person: Callable[[], bool],
     on_tick: Callable[[], None],
+    liveness: Collection[Liveness] = DEFAULT_LIVENESS,
 ) -> Ending:
     """Wait for the tool to end; kill its group when it hangs or exceeds `timeout`.
 
-    Liveness is the latest of: start, any output, any tool heartbeat. While the tool waits for
-    a person it is never hung, and its silence clock restarts when the wait ends.
+    Liveness is the latest of: start, and each sign in `liveness` (any output, any tool
+    heartbeat, CPU used by the group). While the tool waits for a person it is never hung, and
+    its silence clock restarts when the wait ends.
     """
     started = time.monotonic()
     waited_until = started
+    cpu = GroupCpu(launched.pgid) if Liveness.CPU in liveness and hang_timeout else None
+
+    def last_sign_of_life() -> float:
+        signs = [started, waited_until]
+        if Liveness.OUTPUT in liveness:
+            signs.append(launched.last_output)
+        if Liveness.HEARTBEAT in liveness:
+            signs.append(last_tool_heartbeat())
+        if cpu is not None:
+            signs.append(cpu.active_at)
+        return max(signs)
+
     wait_task = asyncio.ensure_future(launched.process.wait())
     try:
         while True:
             now = time.monotonic()
             if waiting_for_person():
                 waited_until = now
-            alive_at = max(started, waited_until, launched.last_output, last_tool_heartbeat())
+            alive_at = last_sign_of_life()
             sleep_for = tick
             if timeout is not None:
                 sleep_for = min(sleep_for, started + timeout - now)
@@ -344,7 +553,9 @@ async def supervise(
             if timeout is not None and now - started >= timeout:
                 await kill_group(launched, kill_grace)
                 return Ending(AttemptOutcome.TIMED_OUT, error=f"timed out after {timeout:g}s")
-            alive_at = max(alive_at, launched.last_output, last_tool_heartbeat())
+            if cpu is not None:
+                await asyncio.to_thread(cpu.sample)  # reads /proc: off the event loop
+            alive_at = last_sign_of_life()
             if (
                 hang_timeout is not None
                 and not waiting_for_person()
@@ -353,7 +564,7 @@ async def supervise(
                 await kill_group(launched, kill_grace)
                 return Ending(
                     AttemptOutcome.HUNG,
-                    error=f"no output or heartbeat for {hang_timeout:g}s",
+                    error=f"no {_silence(liveness)} for {hang_timeout:g}s",
                 )
     except asyncio.CancelledError:
         await asyncio.shield(kill_group(launched, kill_grace))

@@ -223,6 +223,12 @@ async def test_bad_flags_and_bad_config(tmp_path: Path) -> None:
     assert (await invoke(None, "run", "--retries", "-1", "--", "true")).exit_code == 2
     assert (await invoke(None, "run", "--timeout", "soon", "--", "true")).exit_code == 2
     assert (await invoke(None, "run", "--env", "NOEQUALS", "--", "true")).exit_code == 2
+    bad_id = await invoke(None, "run", "--id", "bad id!", "--", "true")
+    assert bad_id.exit_code == 2
+    assert bad_id.stderr.strip() == (
+        "error: invalid run: run_id: invalid run id 'bad id!': use letters, digits and . _ : - "
+        "(at most 200)"
+    )
     bad = tmp_path / "bad.yaml"
     bad.write_text("defaults:\n  hang_timout: 5s\n")
     result = await invoke(bad, "config", "show")

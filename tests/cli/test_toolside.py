@@ -21,7 +21,8 @@ from tests.harness import DECIDED_AT, Harness
 from tests.support import eventually
 from toolwarden import protocol
 from toolwarden.channel import ToolChannel
-from toolwarden.cli.toolside import ask, beat, default_key, parse_duration
+from toolwarden.cli.toolside import ask, beat, default_key
+from toolwarden.durations import duration_seconds
 from toolwarden.models import ApprovalState
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -80,16 +81,16 @@ UNSUPERVISED: dict[str, str | None] = {
 }
 
 
-def test_parse_duration() -> None:
-    assert parse_duration("30s") == 30
-    assert parse_duration("10m") == 600
-    assert parse_duration("2h") == 7200
-    assert parse_duration("1h30m") == 5400
-    assert parse_duration("1d") == 86400
-    assert parse_duration("250ms") == 0.25
-    assert parse_duration("45") == 45
+def test_duration_seconds() -> None:
+    assert duration_seconds("30s") == 30
+    assert duration_seconds("10m") == 600
+    assert duration_seconds("2h") == 7200
+    assert duration_seconds("1h30m") == 5400
+    assert duration_seconds("1d") == 86400
+    assert duration_seconds("250ms") == 0.25
+    assert duration_seconds("45") == 45
     with pytest.raises(ValueError, match="invalid duration"):
-        parse_duration("soon")
+        duration_seconds("soon")
 
 
 def test_default_key_is_stable_and_valid() -> None:

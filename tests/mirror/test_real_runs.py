@@ -65,7 +65,7 @@ async def mirrored(
     writer.start()
     engine = make_engine(db_url)
     try:
-        async with build_worker(client, settings, mirror=writer):
+        async with build_worker(client, settings, sinks=[writer]):
             yield Supervisor(client, settings), engine, writer
     finally:
         await asyncio.to_thread(writer.stop, 10.0)

@@ -83,10 +83,10 @@ def test_rebuild_matches_the_lost_mirror(db_url: str) -> None:
         f"run-{i}": history(f"run-{i}", RunState.SUCCEEDED if i % 2 else RunState.HUNG) for i in range(6)
     }
     for updates in lives.values():
-        writer.submit(updates[0])
+        writer.run_changed(updates[0])
         writer.heartbeat(updates[0].status.run_id, live(message="busy"))
         for update in updates[1:]:
-            writer.submit(update)
+            writer.run_changed(update)
     writer.stop(timeout=20)
     lost = dump(db_url)
     assert len(lost["runs"]) == 6 and len(lost["events"]) == 6 * 8
@@ -125,7 +125,7 @@ async def test_rebuild_from_temporal_matches_what_the_worker_wrote(
     writer.start()
     supervisor = Supervisor(client, settings)
     try:
-        async with build_worker(client, settings, mirror=writer):
+        async with build_worker(client, settings, sinks=[writer]):
             ok = await supervisor.start_run(
                 settings.run_spec(run_id=run_id("ok"), argv=["sh", "-c", "echo hi"])
             )
@@ -135,7 +135,7 @@ async def test_rebuild_from_temporal_matches_what_the_worker_wrote(
             gated = await supervisor.start_run(
                 settings.run_spec(run_id=run_id("gate"), argv=["true"], overrides={"approve_before": "Go?"})
             )
-            # A refusal while the tool runs is recorded after the activity projected the end.
+            # A refusal while the tool runs is recorded when it happens, before the run's end.
             go = settings.home / "go"
             refused = await supervisor.start_run(
                 settings.run_spec(run_id=run_id("refused"), argv=[*tool("wait_for_file.py"), str(go)])
@@ -182,7 +182,7 @@ async def test_rebuild_from_temporal_matches_what_the_worker_wrote(
     assert written == 4
     assert dump(url) == lost
     kinds = [e["kind"] for e in lost["events"] if e["run_id"] == refused.run_id]
-    assert kinds[-3:] == ["attempt_ended", "run_ended", "approval_refused"]
+    assert kinds[-3:] == ["approval_refused", "attempt_ended", "run_ended"]
 
 
 async def _pending(status: Any) -> bool:

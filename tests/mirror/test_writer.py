@@ -96,7 +96,7 @@ def updates(n_runs: int, version: int = 0, events: int = 3) -> list[RunUpdate]:
 def test_writes_updates_and_reports_stats(db_url: str, writers) -> None:
     writer = writers(db_url)
     for update in updates(5):
-        writer.submit(update)
+        writer.run_changed(update)
     wait_for(lambda: count_runs(db_url) == 5 and count_events(db_url) == 15)
     stats = wait_for(lambda: (s := writer.stats()).backlog == 0 and s)
     assert stats.connected and stats.lag_seconds is None and stats.last_error is None
@@ -106,9 +106,9 @@ def test_writes_updates_and_reports_stats(db_url: str, writers) -> None:
 
 def test_submit_and_heartbeat_never_raise(tmp_path: Path, writers) -> None:
     writer = writers(f"sqlite:///{tmp_path / 'missing' / 'm.db'}")
-    writer.submit(None)  # type: ignore[arg-type]
+    writer.run_changed(None)  # type: ignore[arg-type]
     writer.heartbeat("r1", None)  # type: ignore[arg-type]
-    writer.submit(updates(1)[0])
+    writer.run_changed(updates(1)[0])
     assert writer.stats().backlog == 1 + 3  # the snapshot and its three events
 
 
@@ -117,14 +117,14 @@ def test_missing_sqlite_directory_then_created(tmp_path: Path, writers) -> None:
     url = f"sqlite:///{directory / 'mirror.db'}"
     writer = writers(url)
     for update in updates(3):
-        writer.submit(update)
+        writer.run_changed(update)
     stats = wait_for(lambda: (s := writer.stats()).failures_total >= 2 and s)
     assert not stats.connected and stats.backlog == 3 * 4
     assert stats.lag_seconds is not None and stats.lag_seconds > 0
     assert stats.last_error and "unable to open database file" in stats.last_error
     # Submitting while the database is away stays instant and keeps the newest snapshot.
     for update in updates(3, version=1):
-        writer.submit(update)
+        writer.run_changed(update)
     directory.mkdir()
     wait_for(lambda: count_runs(url) == 3 and count_events(url) == 18)
     assert run_column(url, "run-0", "updated_at") == T0 + timedelta(seconds=1)
@@ -139,11 +139,11 @@ def test_exclusive_sqlite_lock_is_waited_out(tmp_path: Path, writers) -> None:
     holder.execute("BEGIN EXCLUSIVE")
     try:
         writer = writers(url, busy_timeout_ms=50)
-        writer.submit(updates(1)[0])
+        writer.run_changed(updates(1)[0])
         wait_for(lambda: writer.stats().failures_total >= 2)
         started = time.monotonic()
         for update in updates(50, version=1):
-            writer.submit(update)
+            writer.run_changed(update)
         assert time.monotonic() - started < 1.0, "submit must not wait for the database"
         assert "locked" in (writer.stats().last_error or "")
     finally:
@@ -161,7 +161,7 @@ def test_postgres_down_then_back_then_down_again(pg_schema: str, writers) -> Non
     writer = writers(url)
     try:
         for update in updates(4):
-            writer.submit(update)
+            writer.run_changed(update)
         stats = wait_for(lambda: (s := writer.stats()).failures_total >= 1 and s)
         assert not stats.connected and stats.backlog > 0
         proxy.start()
@@ -171,7 +171,7 @@ def test_postgres_down_then_back_then_down_again(pg_schema: str, writers) -> Non
         proxy.stop()
         failures = writer.stats().failures_total
         for update in updates(8, version=1):
-            writer.submit(update)
+            writer.run_changed(update)
         wait_for(lambda: writer.stats().failures_total > failures)
         proxy.start()
         wait_for(lambda: count_runs(pg_url(pg_schema)) == 8)
@@ -183,8 +183,8 @@ def test_postgres_down_then_back_then_down_again(pg_schema: str, writers) -> Non
 
 def test_heartbeats_are_throttled_per_run_last_value_wins(db_url: str, writers) -> None:
     writer = writers(db_url, settings(interval=0.4))
-    writer.submit(RunUpdate(status=make_status("a", pid=None)))
-    writer.submit(RunUpdate(status=make_status("b", pid=None)))
+    writer.run_changed(RunUpdate(status=make_status("a", pid=None)))
+    writer.run_changed(RunUpdate(status=make_status("b", pid=None)))
     wait_for(lambda: count_runs(db_url) == 2)
     for i in range(100):
         writer.heartbeat("a", live(pid=1000 + i, message=f"beat {i}"))
@@ -195,7 +195,7 @@ def test_heartbeats_are_throttled_per_run_last_value_wins(db_url: str, writers) 
     # At most: a's first beat at once, a's last after the interval, b's one.
     assert writer.stats().heartbeats_written_total <= 3
     # A heartbeat arriving after the run ended is ignored.
-    writer.submit(RunUpdate(status=make_status("a", state=RunState.SUCCEEDED, ended_at=T0, pid=1099)))
+    writer.run_changed(RunUpdate(status=make_status("a", state=RunState.SUCCEEDED, ended_at=T0, pid=1099)))
     writer.heartbeat("a", LiveDetails(pid=5, message="late"))
     wait_for(lambda: run_column(db_url, "a", "state") == "succeeded")
     assert writer.stats().backlog == 0
@@ -208,7 +208,7 @@ def test_full_backlog_sheds_old_events_but_keeps_latest_snapshots(tmp_path: Path
     writer = MirrorWriter(url, settings(max_backlog=40), **FAST)  # type: ignore[arg-type]
     for version in range(10):
         for update in updates(5, version=version, events=4):
-            writer.submit(update)
+            writer.run_changed(update)
     stats = writer.stats()
     assert stats.backlog <= 40
     assert stats.dropped_events_total == 5 * 10 * 4 + 5 - 40
@@ -229,7 +229,7 @@ def test_stop_flushes_what_is_queued(db_url: str) -> None:
     writer.start()
     for version in range(3):
         for update in updates(40, version=version):
-            writer.submit(update)
+            writer.run_changed(update)
     writer.heartbeat("run-0", live(message="final words"))
     writer.stop(timeout=20)
     assert count_runs(db_url) == 40

@@ -20,10 +20,10 @@ import toolwarden.client
 from tests.conftest import make_settings
 from tests.support import eventually, free_port, tool
 from toolwarden.client import RunHandle, Supervisor, SupervisorError, Unavailable
-from toolwarden.config import Settings
+from toolwarden.config import ApprovalSettings, Settings
 from toolwarden.models import ApprovalState, RunResult, RunState, RunStatus
 from toolwarden.tui.app import ToolwardenApp, make_app
-from toolwarden.tui.backend import SupervisorAPI
+from toolwarden.tui.loader import SupervisorAPI
 from toolwarden.tui.screens.decision import DecisionDialog
 from toolwarden.tui.screens.dialogs import CancelDialog
 from toolwarden.worker.runner import build_worker
@@ -257,6 +257,26 @@ async def test_decision_race_reported_by_decide_result(
         await until(pilot, reported)
         await pilot.press("escape")
     await result_of(handle)
+
+
+async def test_an_approver_off_the_allowlist_is_refused_in_the_dialog(
+    client: Client, settings: Settings, worker: None, run_id: Callable[[str], str]
+) -> None:
+    guarded = settings.model_copy(update={"approvals": ApprovalSettings(approvers=["bob"])})
+    supervisor = Supervisor(client, guarded)
+    rid = run_id("tui-allow")
+    handle = await start_asking(supervisor, guarded, rid)
+    app = app_for(supervisor, guarded)  # decides as alice
+    async with app.run_test(size=SIZE) as pilot:
+        dialog = await open_dialog(pilot, app, f"{rid}/deploy", "a")
+        await pilot.press("enter")
+        error = dialog.query_one("#dialog-error", Static)
+        await until(pilot, lambda: "Not allowed: alice is not an allowed approver" in str(
+            error.render()))
+        assert isinstance(app.screen, DecisionDialog)  # still open: nothing was decided
+        await pilot.press("escape")
+    assert [a.state for a in (await status_of(handle)).approvals] == [ApprovalState.PENDING]
+    await handle.cancel()
 
 
 async def test_cancel_a_run(

@@ -22,7 +22,7 @@ from textual.widgets import Input, Static
 from tests.support import eventually
 from tests.tui.fakes import FakeSupervisor, empty, fixed_clock, fleet
 from toolwarden.tui.app import ToolwardenApp, make_app
-from toolwarden.tui.backend import SupervisorAPI
+from toolwarden.tui.loader import SupervisorAPI
 from toolwarden.tui.screens.decision import DecisionDialog
 from toolwarden.tui.screens.help import HelpScreen
 

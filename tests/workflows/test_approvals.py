@@ -161,6 +161,29 @@ async def test_exit_and_relaunch_holds_no_process(
     assert len(status.approvals) == 1
 
 
+async def test_a_decision_before_the_tool_exits_still_relaunches_it(
+    supervisor: Supervisor, settings: Settings, run_id, tmp_path: Path
+) -> None:
+    go = tmp_path / "go"
+    spec = settings.run_spec(
+        run_id=run_id("early"), argv=[*tool("exit_after_pending.py"), "apply", str(go)]
+    )
+    handle = await supervisor.start_run(spec)
+
+    async def asked() -> bool:
+        status = await handle.status()
+        return bool(status.pending_approvals) and status.live is not None
+
+    await eventually(asked)
+    await supervisor.decide(f"{spec.run_id}/apply", approve=True, by="dave")
+    go.touch()  # the tool exits 75 only now, after the decision reached its attempt
+    result = await handle.result()
+    assert (result.state, result.attempt) == (RunState.SUCCEEDED, 2)
+    status = await handle.status()
+    assert status.last_attempt is not None and status.last_attempt.exit_code == 0
+    assert decision_line(status)["by"] == "dave"
+
+
 async def test_decided_key_is_not_asked_again_after_a_retry(
     supervisor: Supervisor, settings: Settings, run_id, tmp_path: Path
 ) -> None:

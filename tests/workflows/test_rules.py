@@ -6,7 +6,7 @@ from datetime import UTC, datetime
 
 import pytest
 
-from toolwarden.models import AttemptOutcome, AttemptResult, RunSpec, RunState
+from toolwarden.models import ApprovalRecord, ApprovalState, AttemptOutcome, AttemptResult, RunSpec, RunState
 from toolwarden.workflows.rules import (
     ATTEMPT_ENDED,
     OUTCOME_STATE,
@@ -15,6 +15,7 @@ from toolwarden.workflows.rules import (
     approver_refusal,
     attempt_ended,
     can_retry,
+    decided_text,
     ending_state,
     run_ended,
 )
@@ -83,3 +84,20 @@ def test_closing_events() -> None:
         {"attempt": 1, "outcome": "killed", "exit_code": None, "signal": "SIGKILL"},
     )
     assert run_ended(RunState.FAILED, 3) == (RUN_ENDED, {"state": "failed", "exit_code": 3})
+
+
+def test_decided_text() -> None:
+    requested = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
+    approval = ApprovalRecord(
+        approval_id="r-1/k",
+        run_id="r-1",
+        key="k",
+        summary="push?",
+        requested_at=requested,
+        expires_at=requested,
+        state=ApprovalState.APPROVED,
+        decided_by="alice",
+    )
+    assert decided_text(approval) == "approved by alice"
+    approval.state, approval.decided_by = ApprovalState.EXPIRED, None
+    assert decided_text(approval) == "expired"

@@ -1,4 +1,4 @@
-"""Activities: thin adapters from Temporal to process control, the tool channel and the mirror."""
+"""Activities: thin adapters from Temporal to process control, the tool channel and the run sinks."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ import time
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
 from pydantic import ValidationError
 from temporalio import activity
@@ -33,8 +33,6 @@ from toolwarden.models import (
     AttemptSpec,
     Decision,
     LiveDetails,
-    RunEvent,
-    RunState,
     RunUpdate,
 )
 from toolwarden.orphans import AttemptLedger, AttemptRecord, kill_recorded_group
@@ -47,6 +45,7 @@ from toolwarden.process import (
     path_with_first,
     supervise,
 )
+from toolwarden.prompts import AskPerson, PromptScreen, start_answering, stop_answering
 from toolwarden.protocol import (
     ENV_ATTEMPT,
     ENV_RESUME,
@@ -55,62 +54,17 @@ from toolwarden.protocol import (
     EXIT_AWAIT_DECISION,
 )
 from toolwarden.secrets import SecretError, redact, resolve_secrets
-from toolwarden.workflows import REQUEST_APPROVAL_UPDATE, WAIT_DECISION_UPDATE
-from toolwarden.workflows.rules import attempt_ended, ending_state, run_ended
+from toolwarden.sinks import RunSink, RunSinks
+from toolwarden.workflows import (
+    PROJECT_RUN_ACTIVITY,
+    REQUEST_APPROVAL_UPDATE,
+    RUN_TOOL_ACTIVITY,
+    WAIT_DECISION_UPDATE,
+)
 
-RUN_TOOL = "run_tool"
-PROJECT_RUN = "project_run"
 MAX_TICK_SECONDS = 1.0
 
 log = logging.getLogger(__name__)
-
-
-class MirrorSink(Protocol):
-    def submit(self, update: RunUpdate) -> None: ...
-
-    def heartbeat(self, run_id: str, live: LiveDetails) -> None: ...
-
-
-def closing_events(first_seq: int, at: datetime, result: AttemptResult, state: RunState) -> list[RunEvent]:
-    """The events that end a run on `result`, numbered from `first_seq`."""
-    return [
-        RunEvent(seq=seq, at=at, kind=event.kind, data=event.data)
-        for seq, event in enumerate(
-            [attempt_ended(result), run_ended(state, result.exit_code)], start=first_seq
-        )
-    ]
-
-
-def closing_projection(start: RunUpdate, result: AttemptResult) -> RunUpdate | None:
-    """The run's end as the mirror should show it, if `result` ends the run.
-
-    `start` is the projection the workflow sent with the attempt. The activity hands this to the
-    mirror as the tool exits, and the workflow, seeing `final_projected` with nothing else
-    recorded since the launch, ends the run on exactly these events and values; so the run's
-    end costs no `project_run` local activity.
-    """
-    status, spec = start.status, start.status.spec
-    if spec is None or not start.events or result.ended_at is None:
-        return None
-    state = ending_state(spec, status.retry_count, result)
-    if state is None or status.pending_approvals:
-        return None
-    final = result.model_copy(update={"final_projected": True})
-    at = result.ended_at
-    return RunUpdate(
-        status=status.model_copy(
-            update={
-                "state": state,
-                "updated_at": at,
-                "ended_at": at,
-                "exit_code": result.exit_code,
-                "signal": result.signal,
-                "error": result.error,
-                "last_attempt": final,
-            }
-        ),
-        events=closing_events(start.events[-1].seq + 1, at, result, state),
-    )
 
 
 def log_paths(settings: Settings, run_id: str, name: str) -> tuple[Path, Path]:
@@ -127,7 +81,7 @@ class _Attempt:
     """Live state of one launch, shared by the heartbeat loop and the tool channel."""
 
     def __init__(self, attempt: AttemptSpec, host: str) -> None:
-        self.spec = attempt
+        self.attempt = attempt
         self.host = host
         self.launched: Launched | None = None
         self.last_beat = 0.0
@@ -135,6 +89,7 @@ class _Attempt:
         self.progress: float | None = None
         self.message: str | None = None
         self.asked: set[str] = set()
+        self.told_pending: set[str] = set()  # keys whose `pending` line went to the tool
         self.decided: set[str] = set()
         self.waiting: set[str] = set()
         self.key = f"{attempt.spec.run_id}:{attempt.attempt}"
@@ -156,7 +111,7 @@ class _Attempt:
             ago = time.monotonic() - launched.last_output
             last_output_at = datetime.fromtimestamp(time.time() - ago, UTC)
         return LiveDetails(
-            attempt=self.spec.attempt,
+            attempt=self.attempt.attempt,
             pid=launched.pid if launched else None,
             pgid=launched.pgid if launched else None,
             host=self.host,
@@ -179,9 +134,11 @@ class _Attempt:
 
 
 class ToolActivities:
-    def __init__(self, settings: Settings, mirror: MirrorSink | None = None) -> None:
+    """The worker's activities; every change of a run goes to each of `sinks` (mirror, metrics)."""
+
+    def __init__(self, settings: Settings, sinks: Sequence[RunSink] = ()) -> None:
         self._settings = settings
-        self._mirror = mirror
+        self._sinks = RunSinks(sinks)
         self._host = socket.gethostname()
         self.running = 0
         self._cli_dir: Path | None = None
@@ -193,12 +150,10 @@ class ToolActivities:
         except OSError as exc:  # tools still run; `toolwarden ask` then needs it on their PATH
             log.warning("cannot write the tools' toolwarden shim in %s: %s", settings.tool_bin_dir, exc)
 
-    @activity.defn(name=RUN_TOOL)
+    @activity.defn(name=RUN_TOOL_ACTIVITY)
     async def run_tool(self, attempt: AttemptSpec) -> AttemptResult:
         info = activity.info()
         spec = attempt.spec
-        if attempt.projection is not None:
-            self._project(attempt.projection)  # idempotent: a retried attempt projects again
         if info.attempt > 1:  # relaunched after its worker was lost
             await asyncio.to_thread(self._reap_previous_attempt, spec.run_id, info.heartbeat_details)
         name = f"attempt-{attempt.attempt}"
@@ -217,25 +172,16 @@ class ToolActivities:
             on_request=lambda ask, notify: self._ask_workflow(workflow, state, ask, notify),
         )
         await channel.start()
+
+        async def ask_person(ask: ApprovalAsk) -> Decision:  # a prompt seen on the terminal
+            return await self._ask_workflow(workflow, state, ask, lambda _id, _expires: None)
+
         try:
-            result = await self._run(attempt, state, channel, stdout_path, stderr_path)
+            return await self._run(
+                attempt, state, channel, stdout_path, stderr_path, ask_person
+            )
         finally:
             await channel.close()
-        return self._close_run(attempt, state, result)
-
-    def _close_run(self, attempt: AttemptSpec, state: _Attempt, result: AttemptResult) -> AttemptResult:
-        """If this attempt ends the run, project the end now (see `closing_projection`).
-
-        Not when the tool asked for approvals: the workflow recorded events meanwhile, so it
-        projects the end itself.
-        """
-        if attempt.projection is None or state.asked:
-            return result
-        closing = closing_projection(attempt.projection, result)
-        if closing is None or closing.status.last_attempt is None:
-            return result
-        self._project(closing)
-        return closing.status.last_attempt
 
     async def _run(
         self,
@@ -244,6 +190,7 @@ class ToolActivities:
         channel: ToolChannel,
         stdout_path: Path,
         stderr_path: Path,
+        ask_person: AskPerson,
     ) -> AttemptResult:
         spec = attempt.spec
         env = {k: v for k, v in os.environ.items() if k != ENV_RESUME}
@@ -260,6 +207,7 @@ class ToolActivities:
         result = AttemptResult(attempt=attempt.attempt, outcome=AttemptOutcome.FAILED_TO_START)
         result.host = self._host
         result.stdout_path, result.stderr_path = str(stdout_path), str(stderr_path)
+        screen = PromptScreen() if spec.prompts else None
         try:
             state.secrets = resolve_secrets(
                 spec.secrets, os.environ, self._settings.worker.secrets_file
@@ -278,6 +226,8 @@ class ToolActivities:
                 stderr_path=stderr_path,
                 log_cap_bytes=spec.log_cap_bytes,
                 tail_lines=spec.tail_lines,
+                terminal=screen is not None,
+                on_output=screen.feed if screen is not None else None,
             )
         except LaunchError as exc:
             result.error, result.exit_code = str(exc), exc.exit_code
@@ -300,6 +250,12 @@ class ToolActivities:
         metrics.attempt_started(spec.tool_name)
         # No heartbeat at launch: the first tick sends one, and a tool that ends sooner costs
         # no heartbeat RPC at all.
+        answering = None
+        if screen is not None:
+            answering = start_answering(
+                launched, screen, spec.prompts, attempt=attempt.attempt,
+                answer_yes=spec.answer_yes, answer_no=spec.answer_no, ask=ask_person,
+            )
         ending = None
         try:
             ending = await supervise(
@@ -311,6 +267,7 @@ class ToolActivities:
                 last_tool_heartbeat=lambda: max(state.last_beat, channel.last_seen or 0.0),
                 waiting_for_person=lambda: bool(state.waiting),
                 on_tick=lambda: self._beat(state),
+                liveness=spec.liveness,
             )
         except asyncio.CancelledError:
             if activity.is_worker_shutdown():
@@ -323,6 +280,8 @@ class ToolActivities:
             raise
         finally:
             self.running -= 1
+            if answering is not None:
+                await stop_answering(answering)
             await drain_output(launched)
             self.ledger.remove(spec.run_id, attempt.attempt)  # supervise() left no member alive
             outcome = ending.outcome if ending else AttemptOutcome.CANCELLED
@@ -331,7 +290,10 @@ class ToolActivities:
                 metrics.hung_kill(spec.tool_name)
         outcome = ending.outcome
         undecided = sorted(state.asked - state.decided)
-        if ending.exit_code == EXIT_AWAIT_DECISION and undecided:
+        # Exit and relaunch: the tool was told a request is pending and exited to be relaunched
+        # with the answer. The answer may have come in before it exited; it is relaunched all
+        # the same (with nothing left to wait for), or the run would fail on the exit code.
+        if ending.exit_code == EXIT_AWAIT_DECISION and state.told_pending:
             outcome = AttemptOutcome.AWAITING_DECISION
         live = state.live()
         return result.model_copy(
@@ -358,10 +320,9 @@ class ToolActivities:
         live = state.live()
         if state.launched is not None:
             silent = time.monotonic() - max(state.launched.last_output, state.last_beat)
-            metrics.tool_heartbeat_age(state.spec.spec.tool_name, silent, attempt=state.key)
+            metrics.tool_heartbeat_age(state.attempt.spec.tool_name, silent, attempt=state.key)
         activity.heartbeat(live)
-        if self._mirror is not None:
-            self._mirror.heartbeat(state.spec.spec.run_id, live)
+        self._sinks.heartbeat(state.attempt.spec.run_id, live)
 
     def reap_orphans(self) -> None:
         """Kill what workers that died on this host left running (at start, and per relaunch)."""
@@ -408,7 +369,7 @@ class ToolActivities:
         state.asked.add(ask.key)
         state.waiting.add(ask.key)
         try:
-            ask = ask.model_copy(update={"attempt": state.spec.attempt})
+            ask = ask.model_copy(update={"attempt": state.attempt.attempt})
             record: ApprovalRecord = await workflow.execute_update(
                 REQUEST_APPROVAL_UPDATE, ask, result_type=ApprovalRecord
             )
@@ -417,23 +378,19 @@ class ToolActivities:
                 answer: Decision = record.decision()
                 return answer
             notify_pending(record.approval_id, record.expires_at)
+            state.told_pending.add(ask.key)
             decision: Decision = await workflow.execute_update(
                 WAIT_DECISION_UPDATE, ApprovalRef(key=ask.key), result_type=Decision
             )
             state.decided.add(ask.key)
             if decision.decided_at is not None:
                 waited = (datetime.now(UTC) - decision.decided_at).total_seconds()
-                metrics.resume_latency(state.spec.spec.tool_name, waited)
+                metrics.resume_latency(state.attempt.spec.tool_name, waited)
             return decision
         finally:
             state.waiting.discard(ask.key)
 
-    @activity.defn(name=PROJECT_RUN)
+    @activity.defn(name=PROJECT_RUN_ACTIVITY)
     async def project_run(self, update: RunUpdate) -> None:
-        """Hand a run's new state to the mirror and metrics; never fails, never blocks."""
-        self._project(update)
-
-    def _project(self, update: RunUpdate) -> None:
-        metrics.observe_update(update)
-        if self._mirror is not None:
-            self._mirror.submit(update)
+        """Hand a run's new state to every sink; never fails, never blocks."""
+        self._sinks.run_changed(update)

@@ -3,13 +3,17 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from datetime import UTC, datetime
 
 import click
 
-from toolwarden.cli.common import CliError, echo_json, human_seconds, run_async, settings_of, table
+from toolwarden.cli.common import CliError, echo_json, run_async, settings_of, table
 from toolwarden.config import Settings
+from toolwarden.durations import human_seconds
 from toolwarden.models import DecideResult, PendingApproval
+
+CommandFunction = Callable[..., None]
 
 
 @click.command()
@@ -111,15 +115,32 @@ def _decide(
     _report(run_async(go()))
 
 
-@click.command()
-@click.argument("approval_id")
-@click.option("--reason", help="Why (recorded, and given to the tool).")
-@click.option(
-    "--by",
-    help="Who decides (default: your OS user; refused while an approver allowlist applies).",
-)
-@click.option("--response", metavar="JSON", help="JSON handed to the tool with the decision.")
-@click.pass_context
+def _decision_command(
+    reason_help: str, *, reason_required: bool
+) -> Callable[[CommandFunction], click.Command]:
+    """The arguments `approve` and `reject` share."""
+
+    def decorate(function: CommandFunction) -> click.Command:
+        for option in (
+            click.pass_context,
+            click.option(
+                "--response", metavar="JSON", help="JSON handed to the tool with the decision."
+            ),
+            click.option(
+                "--by",
+                help="Who decides (default: your OS user; refused while an approver allowlist "
+                "applies).",
+            ),
+            click.option("--reason", required=reason_required, help=reason_help),
+            click.argument("approval_id"),
+        ):
+            function = option(function)
+        return click.command()(function)
+
+    return decorate
+
+
+@_decision_command("Why (recorded, and given to the tool).", reason_required=False)
 def approve(
     ctx: click.Context,
     approval_id: str,
@@ -133,15 +154,7 @@ def approve(
     )
 
 
-@click.command()
-@click.argument("approval_id")
-@click.option("--reason", required=True, help="Why (required; given to the tool).")
-@click.option(
-    "--by",
-    help="Who decides (default: your OS user; refused while an approver allowlist applies).",
-)
-@click.option("--response", metavar="JSON", help="JSON handed to the tool with the decision.")
-@click.pass_context
+@_decision_command("Why (required; given to the tool).", reason_required=True)
 def reject(
     ctx: click.Context,
     approval_id: str,

@@ -11,6 +11,7 @@ from typing import Any, TypeVar
 import click
 
 from toolwarden.config import ConfigError, Settings, load_settings
+from toolwarden.startup import end_startup_gc_pause
 
 T = TypeVar("T")
 
@@ -45,7 +46,6 @@ def settings_of(ctx: click.Context) -> Settings:
 
 def run_async(coro: Coroutine[Any, Any, T]) -> T:
     """Run a command's coroutine; supervisor errors become one line and exit 1."""
-    from toolwarden.cli.main import end_startup_gc_pause
     from toolwarden.client import SupervisorError
 
     end_startup_gc_pause()
@@ -73,16 +73,3 @@ def table(rows: Sequence[Sequence[str]], headers: Sequence[str]) -> None:
 
 def is_tty() -> bool:
     return sys.stdout.isatty()
-
-
-def human_seconds(seconds: float) -> str:
-    """`42s`, `3m5s`, `2h10m`, `1d4h`; negative for the past."""
-    sign = "-" if seconds < 0 else ""
-    s = int(abs(seconds))
-    if s >= 86400:
-        return f"{sign}{s // 86400}d{(s % 86400) // 3600}h"
-    if s >= 3600:
-        return f"{sign}{s // 3600}h{(s % 3600) // 60}m"
-    if s >= 60:
-        return f"{sign}{s // 60}m{s % 60}s"
-    return f"{sign}{s}s"

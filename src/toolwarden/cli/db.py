@@ -3,42 +3,16 @@
 from __future__ import annotations
 
 import json
-import urllib.error
-import urllib.request
 from collections.abc import Callable
 from datetime import datetime
 from typing import Any, TypeVar
 
 import click
 
-from toolwarden.config import Settings
+from toolwarden.cli.common import CliError, settings_of
+from toolwarden.errors import one_line
 
 T = TypeVar("T")
-
-
-class DbError(click.ClickException):
-    """One line on stderr, no traceback, exit 1."""
-
-    def show(self, file: Any = None) -> None:
-        click.echo(f"error: {self.format_message()}", err=True)
-
-
-def _settings(ctx: click.Context) -> Settings:
-    obj = ctx.find_root().obj
-    settings = getattr(obj, "settings", None) if obj is not None else None
-    if isinstance(settings, Settings):
-        return settings
-    from toolwarden.config import ConfigError, load_settings
-
-    try:
-        return load_settings()
-    except ConfigError as exc:
-        raise DbError(str(exc)) from exc
-
-
-def _first_line(exc: BaseException) -> str:
-    text = str(getattr(exc, "orig", None) or exc).strip()
-    return text.splitlines()[0] if text else type(exc).__name__
 
 
 def _guard(url: str, action: Callable[[], T]) -> T:
@@ -51,9 +25,9 @@ def _guard(url: str, action: Callable[[], T]) -> T:
     try:
         return action()
     except CommandError as exc:
-        raise DbError(_first_line(exc)) from exc
+        raise CliError(one_line(exc)) from exc
     except (SQLAlchemyError, OSError) as exc:
-        raise DbError(f"mirror database {redact(url)}: {_first_line(exc)}") from exc
+        raise CliError(f"mirror database {redact(url)}: {one_line(exc)}") from exc
 
 
 def _missing_sqlite_file(url: str) -> str | None:
@@ -82,7 +56,7 @@ def upgrade_cmd(ctx: click.Context, revision: str) -> None:
     from toolwarden.mirror.engine import redact
     from toolwarden.mirror.migrate import current, upgrade
 
-    url = _settings(ctx).mirror_url
+    url = settings_of(ctx).mirror_url
     _guard(url, lambda: upgrade(url, revision))
     click.echo(f"mirror {redact(url)} at revision {_guard(url, lambda: current(url))}")
 
@@ -95,7 +69,7 @@ def downgrade_cmd(ctx: click.Context, revision: str) -> None:
     from toolwarden.mirror.engine import redact
     from toolwarden.mirror.migrate import current, downgrade
 
-    url = _settings(ctx).mirror_url
+    url = settings_of(ctx).mirror_url
     _guard(url, lambda: downgrade(url, revision))
     now = _guard(url, lambda: current(url)) or "base (no tables)"
     click.echo(f"mirror {redact(url)} at revision {now}")
@@ -107,7 +81,7 @@ def current_cmd(ctx: click.Context) -> None:
     """Print the revision the mirror's schema is at."""
     from toolwarden.mirror.migrate import current, head_revision
 
-    url = _settings(ctx).mirror_url
+    url = settings_of(ctx).mirror_url
     missing = _missing_sqlite_file(url)
     if missing is not None:
         click.echo(f"none (no mirror database at {missing}: run `toolwarden db upgrade`)")
@@ -167,26 +141,20 @@ def writer_stats(address: str | None, timeout: float = 1.0) -> dict[str, Any] | 
     """The running worker's mirror writer figures from its /readyz, or None if unreachable."""
     if not address:
         return None
+    import asyncio
+
+    import httpx
+
+    from toolwarden.http.health import fetch_readiness
+
     try:
-        with urllib.request.urlopen(f"http://{address}/readyz", timeout=timeout) as response:
-            body = response.read()
-    except urllib.error.HTTPError as exc:  # 503 still carries the JSON body
-        body = exc.read()
-    except (OSError, ValueError):
+        report = asyncio.run(fetch_readiness(address, timeout))
+    except (httpx.HTTPError, OSError, ValueError):
         return None
-    try:
-        data = json.loads(body)
-    except ValueError:
-        return None
-    if not isinstance(data, dict) or "mirror" not in data:
-        return None
-    mirror = data["mirror"]
-    if isinstance(mirror, dict):
-        return mirror
     return {
-        "state": mirror,
-        "backlog": data.get("mirror_backlog"),
-        "lag_seconds": data.get("mirror_lag_seconds"),
+        "state": report.mirror,
+        "backlog": report.mirror_backlog,
+        "lag_seconds": report.mirror_lag_seconds,
     }
 
 
@@ -198,7 +166,7 @@ def status_cmd(ctx: click.Context, as_json: bool) -> None:
     from toolwarden.mirror.engine import redact
     from toolwarden.mirror.migrate import current, head_revision
 
-    settings = _settings(ctx)
+    settings = settings_of(ctx)
     url = settings.mirror_url
     missing = _missing_sqlite_file(url)
     unreachable: str | None = None
@@ -206,7 +174,7 @@ def status_cmd(ctx: click.Context, as_json: bool) -> None:
     try:
         revision = None if missing else _guard(url, lambda: current(url))
         counts = _guard(url, lambda: _counts(url)) if revision is not None else None
-    except DbError as exc:  # still show what the worker's writer knows: backlog and lag
+    except CliError as exc:  # still show what the worker's writer knows: backlog and lag
         unreachable = str(exc)
     writer = writer_stats(settings.worker.health_address)
     report: dict[str, Any] = {
@@ -267,12 +235,12 @@ def rebuild_cmd(ctx: click.Context, run_ids: tuple[str, ...]) -> None:
     from toolwarden.mirror.engine import redact
     from toolwarden.mirror.rebuild import rebuild_from_temporal
 
-    settings = _settings(ctx)
+    settings = settings_of(ctx)
     url = settings.mirror_url
     skipped: list[str] = []
 
     def skip(run_id: str, exc: BaseException) -> None:
-        skipped.append(f"{run_id}: {_first_line(exc)}")
+        skipped.append(f"{run_id}: {one_line(exc)}")
 
     try:
         written = _guard(
@@ -282,9 +250,9 @@ def rebuild_cmd(ctx: click.Context, run_ids: tuple[str, ...]) -> None:
     except click.ClickException:
         raise
     except Exception as exc:  # Temporal unreachable and the like: one line
-        raise DbError(f"rebuild failed: {_first_line(exc)}") from exc
+        raise CliError(f"rebuild failed: {one_line(exc)}") from exc
     click.echo(f"rebuilt {written} run{'s' if written != 1 else ''} into {redact(url)}")
     for line in skipped:
         click.echo(f"skipped {line}", err=True)
     if skipped and not written:
-        raise DbError(f"no run could be read ({len(skipped)} skipped); is a worker running?")
+        raise CliError(f"no run could be read ({len(skipped)} skipped); is a worker running?")

@@ -18,7 +18,7 @@ from toolwarden.cli.common import CliError, load_or_exit
 
 if TYPE_CHECKING:
     from toolwarden.config import Settings
-    from toolwarden.worker.health import Readiness
+    from toolwarden.http.health import Readiness
 
 EXIT_READY = 0
 EXIT_NOT_READY = 1
@@ -36,28 +36,6 @@ def _settings() -> Settings:
     if settings is not None:
         return settings  # type: ignore[no-any-return]
     return load_or_exit(None)
-
-
-def _describe_error(exc: BaseException) -> str:
-    if isinstance(exc, TimeoutError):
-        return "timed out"
-    if isinstance(exc, ConnectionRefusedError):
-        return "connection refused"
-    return " ".join(str(exc).split()) or type(exc).__name__
-
-
-async def _ask(address: str, timeout: float) -> Readiness:
-    from pydantic import ValidationError
-
-    from toolwarden.worker.health import Readiness, http_get
-
-    answer = await http_get(address, "/readyz", timeout)
-    if answer.status not in (200, 503):
-        raise ValueError(f"unexpected HTTP {answer.status} from /readyz")
-    try:
-        return Readiness.model_validate_json(answer.body)
-    except ValidationError as exc:
-        raise ValueError("the answer from /readyz is not a toolwarden readiness report") from exc
 
 
 def _human(report: Readiness, address: str) -> str:
@@ -107,7 +85,10 @@ def _human(report: Readiness, address: str) -> str:
 @click.option("--quiet", "-q", is_flag=True, help="Print nothing; only the exit code tells.")
 def health(as_json: bool, address: str | None, timeout: float, wait_s: float, quiet: bool) -> None:
     """Ask a running worker whether it is ready (exit 0 ready, 1 not ready, 2 no answer)."""
-    from toolwarden.worker.health import parse_address
+    import httpx
+
+    from toolwarden.http.address import parse_address
+    from toolwarden.http.health import describe_error, fetch_readiness
 
     if address is None:
         address = _settings().worker.health_address
@@ -126,8 +107,8 @@ def health(as_json: bool, address: str | None, timeout: float, wait_s: float, qu
     error: BaseException | None = None
     while True:
         try:
-            report, error = asyncio.run(_ask(address, timeout)), None
-        except (OSError, TimeoutError, ValueError) as exc:
+            report, error = asyncio.run(fetch_readiness(address, timeout)), None
+        except (httpx.HTTPError, OSError, ValueError) as exc:
             report, error = None, exc
         if (report is not None and report.ready) or time.monotonic() >= deadline:
             break
@@ -136,7 +117,7 @@ def health(as_json: bool, address: str | None, timeout: float, wait_s: float, qu
     if report is None:
         assert error is not None
         raise _unreachable(
-            f"no toolwarden worker answers at {address} ({_describe_error(error)}); "
+            f"no toolwarden worker answers at {address} ({describe_error(error)}); "
             "start one with `toolwarden worker` (or `toolwarden up` on a laptop)"
         )
     if not quiet:

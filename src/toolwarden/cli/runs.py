@@ -10,10 +10,14 @@ from pathlib import Path
 from typing import IO, TYPE_CHECKING
 
 import click
+from pydantic import ValidationError
 
-from toolwarden.cli.common import CliError, echo_json, human_seconds, run_async, settings_of, table
-from toolwarden.config import ConfigError, Settings, parse_duration
-from toolwarden.models import RunResult, RunState, RunStatus
+from toolwarden.cli.common import CliError, echo_json, run_async, settings_of, table
+from toolwarden.config import ConfigError, Settings, parse_duration, parse_liveness
+from toolwarden.durations import human_seconds
+from toolwarden.errors import one_line, validation_line
+from toolwarden.logfiles import LogFollower
+from toolwarden.models import Liveness, RunResult, RunState, RunStatus
 from toolwarden.secrets import looks_like_secret
 
 if TYPE_CHECKING:
@@ -23,7 +27,6 @@ EXIT_TIMEOUT = 124
 EXIT_CANCELLED = 130
 EXIT_NOT_PERMITTED = 77
 FOLLOW_INTERVAL = 0.1
-_LOG_NAME = re.compile(r"^attempt-(\d+)(?:\.(\d+))?\.(stdout|stderr)\.log$")
 
 
 def exit_code_for(result: RunResult) -> int:
@@ -39,41 +42,16 @@ def exit_code_for(result: RunResult) -> int:
     return result.exit_code or 1
 
 
-class LogFollower:
-    """Copies a run's log files (all attempts, in order) to our stdout and stderr as they grow."""
-
-    def __init__(self, directory: Path, streams: tuple[str, ...] = ("stdout", "stderr")) -> None:
-        self.directory = directory
-        self.streams = streams
-        self.offsets: dict[Path, int] = {}
-
-    def files(self) -> list[tuple[tuple[int, int], str, Path]]:
-        found = []
-        if self.directory.is_dir():
-            for path in self.directory.iterdir():
-                match = _LOG_NAME.match(path.name)
-                if match and match.group(3) in self.streams:
-                    order = (int(match.group(1)), int(match.group(2) or 1))
-                    found.append((order, match.group(3), path))
-        return sorted(found)
-
-    def pump(self) -> int:
-        copied = 0
-        for _, stream, path in self.files():
-            offset = self.offsets.get(path, 0)
-            try:
-                with path.open("rb") as handle:
-                    handle.seek(offset)
-                    data = handle.read()
-            except OSError:
-                continue
-            if data:
-                out: IO[bytes] = sys.stdout.buffer if stream == "stdout" else sys.stderr.buffer
-                out.write(data)
-                out.flush()
-                self.offsets[path] = offset + len(data)
-                copied += len(data)
-        return copied
+def pump(follower: LogFollower) -> int:
+    """Copy what the run's log files grew by to our stdout and stderr; the bytes copied."""
+    copied = 0
+    for growth in follower.read():
+        if growth.data:
+            out: IO[bytes] = sys.stdout.buffer if growth.log.stream == "stdout" else sys.stderr.buffer
+            out.write(growth.data)
+            out.flush()
+            copied += len(growth.data)
+    return copied
 
 
 def _parse_env(pairs: tuple[str, ...]) -> dict[str, str]:
@@ -95,6 +73,30 @@ def _duration(value: str | None, flag: str) -> object:
         raise click.BadParameter(str(exc), param_hint=flag) from exc
 
 
+def _patterns(values: tuple[str, ...]) -> list[str]:
+    for value in values:
+        try:
+            re.compile(value)
+        except re.error as exc:
+            raise click.BadParameter(f"invalid pattern {value!r}: {exc}", param_hint="--prompt") from exc
+    return list(values)
+
+
+def _liveness(value: str | None) -> list[Liveness] | None:
+    if value is None:
+        return None
+    signs = parse_liveness(value)
+    known = [sign.value for sign in Liveness]
+    for sign in signs:
+        if sign not in known:
+            raise click.BadParameter(
+                f"unknown sign {sign!r} (use {', '.join(known)})", param_hint="--liveness"
+            )
+    if not signs:
+        raise click.BadParameter("name at least one sign", param_hint="--liveness")
+    return [Liveness(sign) for sign in signs]
+
+
 async def _run(settings: Settings, spec_args: dict[str, object], detach: bool) -> int:
     from toolwarden.client import Supervisor, new_run_id
 
@@ -114,8 +116,10 @@ async def _run(settings: Settings, spec_args: dict[str, object], detach: bool) -
         )
     except ConfigError as exc:
         raise CliError(str(exc), 2) from exc
+    except ValidationError as exc:
+        raise CliError(f"invalid run: {validation_line(exc)}", 2) from exc
     except ValueError as exc:
-        raise CliError(str(exc).splitlines()[-1].strip(), 2) from exc
+        raise CliError(one_line(exc), 2) from exc
     supervisor = await Supervisor.connect(settings)
     handle = await supervisor.start_run(spec)
     if detach:
@@ -126,12 +130,12 @@ async def _run(settings: Settings, spec_args: dict[str, object], detach: bool) -
     waiting = asyncio.ensure_future(handle.result())
     try:
         while not waiting.done():
-            follower.pump()
+            pump(follower)
             await asyncio.wait({waiting}, timeout=FOLLOW_INTERVAL)
     except asyncio.CancelledError:
         waiting.cancel()
         raise
-    follower.pump()
+    pump(follower)
     result = waiting.result()
     if result.state is not RunState.SUCCEEDED:
         detail = f": {result.error}" if result.error else ""
@@ -159,6 +163,14 @@ async def _run(settings: Settings, spec_args: dict[str, object], detach: bool) -
 )
 @click.option("--approve-before", metavar="SUMMARY", help="Ask a person before the tool starts.")
 @click.option("--approval-timeout", help="How long approvals of this run wait (e.g. 2h).")
+@click.option(
+    "--prompt", "prompts", multiple=True, metavar="REGEX",
+    help="Run on a terminal; a prompt matching REGEX is an approval (repeat).",
+)
+@click.option(
+    "--liveness", metavar="SIGNS",
+    help="What resets --hang-timeout: output, cpu, heartbeat (comma-separated).",
+)
 @click.option("--detach", is_flag=True, help="Print the run id and return at once.")
 @click.argument("command", nargs=-1, required=True, type=click.UNPROCESSED)
 @click.pass_context
@@ -176,6 +188,8 @@ def run(
     secrets: tuple[str, ...],
     approve_before: str | None,
     approval_timeout: str | None,
+    prompts: tuple[str, ...],
+    liveness: str | None,
     detach: bool,
     command: tuple[str, ...],
 ) -> None:
@@ -206,6 +220,8 @@ def run(
         "kill_grace": _duration(kill_grace, "--kill-grace"),
         "retries": retries,
         "approval_timeout": _duration(approval_timeout, "--approval-timeout"),
+        "prompts": _patterns(prompts),
+        "liveness": _liveness(liveness),
     }
     code = run_async(_run_with_gate(settings, spec_args, detach, approve_before))
     ctx.exit(code)
@@ -399,14 +415,14 @@ def logs(ctx: click.Context, run_id: str, follow: bool, stderr_only: bool, as_js
             for line in tail.tail:
                 click.echo(line)
             return
-        follower.pump()
+        pump(follower)
         if not follow:
             return
         waiting = asyncio.ensure_future(handle.result())
         while not waiting.done():
-            follower.pump()
+            pump(follower)
             await asyncio.wait({waiting}, timeout=FOLLOW_INTERVAL)
-        follower.pump()
+        pump(follower)
 
     run_async(go())
 

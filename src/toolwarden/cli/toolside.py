@@ -22,6 +22,8 @@ from typing import Any
 
 import click
 
+from toolwarden.durations import duration_seconds
+
 EXIT_APPROVED = 0
 EXIT_REJECTED = 1
 EXIT_EXPIRED = 2
@@ -33,9 +35,6 @@ _OUTCOME_EXIT = {
     "expired": EXIT_EXPIRED,
     "cancelled": EXIT_CANCELLED,
 }
-
-_DURATION_PART = re.compile(r"(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)")
-_DURATION_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
 
 
 class AskError(click.ClickException):
@@ -62,16 +61,6 @@ class _AskCommand(click.Command):
             return super().make_context(info_name, args, parent, **extra)
         except click.UsageError as exc:
             raise _AskUsageError(exc.format_message(), exc.ctx) from None
-
-
-def parse_duration(text: str) -> float:
-    """Seconds from `30s`, `10m`, `2h`, `1d`, `1h30m`, `250ms` or a bare number of seconds."""
-    value = text.strip().lower()
-    if re.fullmatch(r"\d+(\.\d+)?", value):
-        return float(value)
-    if value and _DURATION_PART.sub("", value).strip() == "":
-        return sum(float(n) * _DURATION_UNITS[u] for n, u in _DURATION_PART.findall(value))
-    raise ValueError(f"invalid duration {text!r} (use e.g. 30s, 10m, 2h, 1d)")
 
 
 def default_key(summary: str) -> str:
@@ -182,7 +171,7 @@ def ask(
     key = key or default_key(summary)
     details_value = _load_details(details)
     try:
-        timeout_seconds = None if timeout is None else parse_duration(timeout)
+        timeout_seconds = None if timeout is None else duration_seconds(timeout)
     except ValueError as exc:
         raise AskError(f"--timeout: {exc}") from None
     try:

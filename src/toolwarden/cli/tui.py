@@ -9,11 +9,15 @@ import click
 from toolwarden.cli.common import settings_of
 
 if TYPE_CHECKING:
-    from toolwarden.tui.backend import SupervisorAPI
+    from toolwarden.tui.loader import SupervisorAPI
 
 
 @click.command()
-@click.option("--by", help="Who decides, as recorded with each decision (default: your OS user).")
+@click.option(
+    "--by",
+    help="Who decides, as recorded with each decision (default: your OS user; refused while an "
+    "approver allowlist applies).",
+)
 @click.pass_context
 def tui(ctx: click.Context, by: str | None) -> None:
     """Pending approvals and live runs; approve, reject and cancel with one key."""

@@ -27,11 +27,13 @@ from textual.events import DescendantFocus
 from textual.notifications import SeverityLevel
 from textual.widgets import DataTable, Footer, Header, Input, Static
 
-from toolwarden.cli.main import end_startup_gc_pause
 from toolwarden.config import Settings
 from toolwarden.errors import one_line
+from toolwarden.logfiles import tail_lines
 from toolwarden.models import DecideResult, PendingApproval, RunStatus, RunSummary
-from toolwarden.tui.backend import (
+from toolwarden.startup import end_startup_gc_pause
+from toolwarden.tui.format import ago
+from toolwarden.tui.loader import (
     Loader,
     RunFilter,
     Snapshot,
@@ -39,8 +41,6 @@ from toolwarden.tui.backend import (
     SupervisorFactory,
     is_unavailable,
 )
-from toolwarden.tui.format import ago
-from toolwarden.tui.logs import tail_lines
 from toolwarden.tui.screens.decision import DecisionContext, DecisionDialog
 from toolwarden.tui.screens.details import DetailsScreen
 from toolwarden.tui.screens.dialogs import CancelDialog, FilterDialog, WebUIDialog

@@ -7,7 +7,7 @@ from datetime import datetime
 
 from rich.text import Text
 
-from toolwarden.cli.common import human_seconds
+from toolwarden.durations import human_seconds
 from toolwarden.models import RunState
 
 STATE_STYLES: dict[RunState, str] = {

@@ -4,21 +4,24 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING
 
 from temporalio.client import Client
 from temporalio.worker import Worker
 
-from toolwarden.activities.tool_run import MirrorSink, ToolActivities
+from toolwarden.activities.tool_run import ToolActivities
 from toolwarden.client import connect_client, ensure_search_attributes
 from toolwarden.config import Settings
 from toolwarden.files import private_dir
+from toolwarden.metrics import MetricsSink
+from toolwarden.sinks import RunSink
 from toolwarden.workflows.tool_run import ToolRunWorkflow
 
 if TYPE_CHECKING:
+    from toolwarden.http.app import HttpServer
+    from toolwarden.http.health import Readiness
     from toolwarden.mirror import MirrorWriter
-    from toolwarden.worker.health import HealthServer, Readiness
 
 log = logging.getLogger(__name__)
 
@@ -28,11 +31,13 @@ def build_worker(
     settings: Settings,
     *,
     task_queue: str | None = None,
-    mirror: MirrorSink | None = None,
+    sinks: Sequence[RunSink] | None = None,
     activities: ToolActivities | None = None,
 ) -> Worker:
+    """A worker for `ToolRunWorkflow`; `sinks` default to metrics alone (no mirror)."""
     worker_settings = settings.worker
-    activities = activities or ToolActivities(settings, mirror)
+    if activities is None:
+        activities = ToolActivities(settings, [MetricsSink()] if sinks is None else sinks)
     beat = worker_settings.heartbeat_interval
     return Worker(
         client,
@@ -56,7 +61,7 @@ class WorkerService:
         self.settings = settings
         self.client = client
         self.mirror: MirrorWriter | None = None
-        self.health: HealthServer | None = None
+        self.health: HttpServer | None = None
         self.worker: Worker | None = None
         self.activities: ToolActivities | None = None
         self.draining = False
@@ -65,7 +70,10 @@ class WorkerService:
         settings = self.settings
         await ensure_search_attributes(self.client, settings.temporal.namespace)
         mirror = self._start_mirror()
-        self.activities = ToolActivities(settings, mirror)
+        sinks: list[RunSink] = [MetricsSink()]
+        if mirror is not None:
+            sinks.append(mirror)
+        self.activities = ToolActivities(settings, sinks)
         await asyncio.to_thread(self.activities.reap_orphans)  # before this worker takes work
         self.worker = build_worker(self.client, settings, activities=self.activities)
         health = await self._start_health()
@@ -107,25 +115,26 @@ class WorkerService:
         self.mirror = writer
         return writer
 
-    async def _start_health(self) -> HealthServer | None:
+    async def _start_health(self) -> HttpServer | None:
+        """The worker's HTTP server (health, metrics, API, page) on `worker.health_address`."""
         address = self.settings.worker.health_address
         if not address:
             return None
-        from toolwarden.worker.health import HealthServer
+        from toolwarden.http.app import HttpServer, create_app
+        from toolwarden.http.services import HttpServices
 
-        server = HealthServer(
-            address, self.readiness, sdk_metrics_address=self.settings.worker.sdk_metrics_address
-        )
+        services = HttpServices.for_worker(self.settings, self.client, self.readiness)
+        server = HttpServer(create_app(services), address)
         try:
             await server.start()
         except OSError as exc:
-            log.warning("health server not started on %s: %s", address, exc)
+            log.warning("HTTP server not started on %s: %s", address, exc)
             return None
         self.health = server
         return server
 
     async def readiness(self) -> Readiness:
-        from toolwarden.worker.health import Readiness
+        from toolwarden.http.health import Readiness
 
         temporal = "connected"
         try:

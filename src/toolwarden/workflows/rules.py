@@ -12,7 +12,7 @@ from typing import NamedTuple
 
 from pydantic import JsonValue
 
-from toolwarden.models import AttemptOutcome, AttemptResult, RunSpec, RunState
+from toolwarden.models import ApprovalRecord, AttemptOutcome, AttemptResult, RunSpec, RunState
 
 # Outcomes worth another launch while the run has retries left; a timeout, a cancellation or a
 # tool that never started would only fail the same way again.
@@ -47,6 +47,11 @@ def approver_refusal(approvers: Sequence[str], by: str | None) -> str | None:
     if approvers and (by or "") not in approvers:
         return f"{by or 'anonymous'} is not an allowed approver"
     return None
+
+
+def decided_text(record: ApprovalRecord) -> str:
+    """How a closed approval reads in one line: `approved by alice`, `expired`."""
+    return record.state.value + (f" by {record.decided_by}" if record.decided_by else "")
 
 
 def can_retry(spec: RunSpec, retry_count: int, result: AttemptResult) -> bool:

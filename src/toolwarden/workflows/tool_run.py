@@ -1,13 +1,17 @@
 """`ToolRunWorkflow`: one supervised tool run, its retries and its approvals.
 
 Deterministic and small: time is `workflow.now()`, waits are timers and conditions, all I/O
-happens in the `run_tool` and `project_run` activities.
+happens in the `run_tool` and `project_run` activities. The rules it follows (who may decide,
+when an attempt ends the run, how a run closes) are plain functions in `rules.py`.
+
+Every change is recorded as a `RunEvent`, in the order it happened, and the `project_run`
+local activity hands the new events to the run sinks (mirror, metrics) as they come.
 """
 
 # No `from __future__ import annotations`: the sandbox re-imports this module for every run and
 # the SDK reads each handler's type hints, which as strings would be evaluated every time.
 import asyncio
-from datetime import datetime, timedelta
+from datetime import timedelta
 from typing import Any
 
 from temporalio import workflow
@@ -20,10 +24,12 @@ from toolwarden.workflows import (
     APPROVER_NOT_ALLOWED,
     DECIDE_UPDATE,
     EVENTS_QUERY,
+    PROJECT_RUN_ACTIVITY,
     REJECT_SIGNAL,
     REQUEST_APPROVAL_UPDATE,
     RUN_ENDED,
     RUN_STATE,
+    RUN_TOOL_ACTIVITY,
     STATUS_QUERY,
     UNKNOWN_APPROVAL,
     WAIT_DECISION_UPDATE,
@@ -33,7 +39,6 @@ from toolwarden.workflows import (
 with workflow.unsafe.imports_passed_through():
     from pydantic import JsonValue
 
-    from toolwarden.activities.tool_run import PROJECT_RUN, RUN_TOOL, closing_events
     from toolwarden.models import (
         GATE_KEY,
         ApprovalAsk,
@@ -62,6 +67,7 @@ with workflow.unsafe.imports_passed_through():
         approver_refusal,
         attempt_ended,
         can_retry,
+        decided_text,
         ending_state,
         run_ended,
     )
@@ -71,27 +77,24 @@ with workflow.unsafe.imports_passed_through():
 UNBOUNDED_ATTEMPT = timedelta(days=365)
 ACTIVITY_SLACK = timedelta(minutes=1)
 PROJECTION_TIMEOUT = timedelta(seconds=10)
-PROJECT_WITH_ATTEMPT = "project-with-attempt"  # workflow.patched id
-HOLD_REFUSALS = "hold-refusals-during-attempt"  # workflow.patched id, asked only when it applies
 
 
 @workflow.defn(name=WORKFLOW_NAME)
 class ToolRunWorkflow:
     @workflow.init
     def __init__(self, spec: RunSpec) -> None:
-        self._spec: RunSpec | None = spec
-        self._phase = RunState.PENDING
+        self._spec = spec
+        # Where the supervision loop is; what callers see is `_visible_state()`, which also
+        # accounts for the end of the run and for a pending approval.
+        self._loop_state = RunState.PENDING
         self._attempt = 0
         self._retry_count = 0
-        self._last: AttemptResult | None = None
+        self._last_attempt: AttemptResult | None = None
         self._final: RunResult | None = None
         self._approvals: dict[str, ApprovalRecord] = {}
         self._audit: list[AuditEntry] = []
         self._events: list[RunEvent] = []
-        self._projected = 0
-        self._launch_events = 0  # events recorded when the current attempt was launched
-        self._attempt_running = False
-        self._held: list[RunEvent] = []  # refusals recorded once the attempt ends (_refused)
+        self._projected = 0  # events handed to `project_run` so far
         self._published: tuple[str, str | None] | None = None
         self._started_at = workflow.now()
         self._updated_at = self._started_at
@@ -101,7 +104,7 @@ class ToolRunWorkflow:
     @workflow.run
     async def run(self, spec: RunSpec) -> RunResult:
         self._emit("run_started", tool=spec.tool_name, argv=list(spec.argv))
-        projector = asyncio.create_task(self._project_forever())
+        projector = asyncio.create_task(self._project_as_recorded())
         try:
             result = await self._supervise(spec)
         except asyncio.CancelledError:
@@ -119,18 +122,14 @@ class ToolRunWorkflow:
         resume: dict[str, Decision] = {}
         while True:
             self._attempt += 1
-            self._set_phase(RunState.RUNNING)
+            self._set_loop_state(RunState.RUNNING)
             self._emit("attempt_started", attempt=self._attempt)
             result = await self._run_attempt(spec, resume)
-            self._last = result
-            closed = self._close_as_projected(spec, result)
-            self._release_held()
-            if closed is not None:
-                return closed
+            self._last_attempt = result
             self._record(attempt_ended(result))
             if result.outcome is AttemptOutcome.AWAITING_DECISION:
                 # Exit and relaunch: no process and no worker slot while a person decides.
-                self._set_phase(RunState.WAITING_APPROVAL)
+                self._set_loop_state(RunState.WAITING_APPROVAL)
                 for key in result.pending_keys:
                     await self._await_decision(key)
                 resume = {
@@ -142,7 +141,7 @@ class ToolRunWorkflow:
             if can_retry(spec, self._retry_count, result):
                 self._retry_count += 1
                 delay = spec.backoff.delay(self._retry_count)
-                self._set_phase(RunState.RETRYING)
+                self._set_loop_state(RunState.RETRYING)
                 self._emit(
                     "retry_scheduled",
                     retry_count=self._retry_count,
@@ -157,6 +156,7 @@ class ToolRunWorkflow:
             )
 
     async def _gate(self, spec: RunSpec) -> RunResult | None:
+        """The approval asked before the first launch; a result if it ends the run."""
         assert spec.approve_before is not None
         self._open(ApprovalAsk(key=GATE_KEY, summary=spec.approve_before), ApprovalSource.GATE)
         decision = await self._await_decision(GATE_KEY)
@@ -168,30 +168,14 @@ class ToolRunWorkflow:
         }.get(decision.outcome, RunState.REJECTED)
         return self._finish(state, error=f"gate {decision.outcome.value}: {decision.reason or ''}")
 
-    def _projection_for_attempt(self) -> RunUpdate | None:
-        """Pending events ride along with the attempt (replaces a `project_run` call)."""
-        if not workflow.patched(PROJECT_WITH_ATTEMPT):
-            return None
-        update = RunUpdate(status=self.status(), events=self._events[self._projected :])
-        self._projected = len(self._events)
-        return update
-
     async def _run_attempt(self, spec: RunSpec, resume: dict[str, Decision]) -> AttemptResult:
         close_timeout = (
             spec.timeout + spec.kill_grace + ACTIVITY_SLACK if spec.timeout else UNBOUNDED_ATTEMPT
         )
-        attempt = AttemptSpec(
-            spec=spec,
-            attempt=self._attempt,
-            resume=resume,
-            projection=self._projection_for_attempt(),
-        )
-        self._launch_events = len(self._events)
-        self._attempt_running = True
         try:
             result: AttemptResult = await workflow.execute_activity(
-                RUN_TOOL,
-                attempt,
+                RUN_TOOL_ACTIVITY,
+                AttemptSpec(spec=spec, attempt=self._attempt, resume=resume),
                 result_type=AttemptResult,
                 start_to_close_timeout=close_timeout,
                 heartbeat_timeout=spec.heartbeat_timeout,
@@ -212,38 +196,6 @@ class ToolRunWorkflow:
                 outcome=AttemptOutcome.FAILED,
                 error=f"supervision lost: {cause or exc}",
             )
-        finally:
-            self._attempt_running = False
-
-    def _close_as_projected(self, spec: RunSpec, result: AttemptResult) -> RunResult | None:
-        """End the run exactly as the activity already projected it (`closing_projection`).
-
-        Only if nothing was recorded since the launch: then the end computed where the tool ran
-        is the workflow's own, and it needs no `project_run` local activity. The branch reads
-        the recorded activity result, whose `final_projected` older activities never set, so
-        every existing history replays unchanged without a patch.
-        """
-        if not result.final_projected or len(self._events) != self._launch_events:
-            return None
-        state = ending_state(spec, self._retry_count, result)
-        pending = any(a.state is ApprovalState.PENDING for a in self._approvals.values())
-        if state is None or pending or result.ended_at is None:
-            return None
-        self._events.extend(closing_events(len(self._events) + 1, result.ended_at, result, state))
-        self._projected = len(self._events)
-        self._updated_at = result.ended_at
-        self._phase = state
-        self._final = RunResult(
-            run_id=self._run_id,
-            state=state,
-            exit_code=result.exit_code,
-            signal=result.signal,
-            error=result.error,
-            attempt=self._attempt,
-            retry_count=self._retry_count,
-        )
-        self._publish()
-        return self._final
 
     def _finish(
         self,
@@ -253,13 +205,12 @@ class ToolRunWorkflow:
         signal: str | None = None,
         error: str | None = None,
     ) -> RunResult:
-        self._release_held()
+        """Close the run, however it ended: pending approvals are cancelled, then `run_ended`."""
         for key, record in self._approvals.items():
             if record.state is ApprovalState.PENDING:
                 self._close(key, ApprovalState.CANCELLED, by=None, reason="run ended")
-        self._phase = state
         self._final = RunResult(
-            run_id=self._run_id,
+            run_id=self._spec.run_id,
             state=state,
             exit_code=exit_code,
             signal=signal,
@@ -278,7 +229,7 @@ class ToolRunWorkflow:
         existing = self._approvals.get(ask.key)
         if existing is not None:
             return existing
-        spec = self._require_spec()
+        spec = self._spec
         now = workflow.now()
         record = ApprovalRecord(
             approval_id=approval_id(spec.run_id, ask.key),
@@ -317,66 +268,37 @@ class ToolRunWorkflow:
         *,
         by: str | None,
         reason: str | None,
-        response: object = None,
+        response: JsonValue = None,
     ) -> ApprovalRecord:
         record = self._approvals[key]
         record.state = state
         record.decided_at = workflow.now()
         record.decided_by = by
         record.reason = reason
-        record.response = response  # type: ignore[assignment]
+        record.response = response
         self._emit("approval_decided", key=key, state=state.value, by=by)
         self._publish()
         return record
 
-    def _refusal(self, key: str, by: str | None) -> str | None:
+    def _why_refused(self, key: str, by: str | None) -> str | None:
         """Why a decision by `by` on `key` cannot take effect, or None if it can."""
-        spec = self._require_spec()
         record = self._approvals.get(key)
         if record is None:
-            return f"unknown approval {approval_id(spec.run_id, key)}"
-        not_allowed = approver_refusal(spec.approvers, by)
+            return f"unknown approval {approval_id(self._spec.run_id, key)}"
+        not_allowed = approver_refusal(self._spec.approvers, by)
         if not_allowed is not None:
             return not_allowed
         if record.state is not ApprovalState.PENDING:
-            who = f" by {record.decided_by}" if record.decided_by else ""
-            return f"already {record.state.value}{who}"
+            return f"already {decided_text(record)}"
         return None
 
-    def _refused(self, key: str, by: str | None, refusal: str) -> None:
-        # While an attempt runs with nothing else recorded, the activity may end the run on the
-        # next two event numbers (closing_projection); a refusal would take one of them, so it
-        # is recorded once the attempt has ended. Asked only here, so other runs pay no marker.
-        if (
-            self._attempt_running
-            and len(self._events) == self._launch_events
-            and workflow.patched(HOLD_REFUSALS)
-        ):
-            self._held.append(
-                RunEvent(
-                    seq=0,  # numbered when released
-                    at=workflow.now(),
-                    kind="approval_refused",
-                    data={"key": key, "by": by, "reason": refusal},
-                )
-            )
-            return
-        self._emit("approval_refused", key=key, by=by, reason=refusal)
-
-    def _release_held(self) -> None:
-        held, self._held = self._held, []
-        for event in held:
-            self._emit(event.kind, at=event.at, **event.data)
-
     def _decide(
-        self, key: str, approve: bool, by: str | None, reason: str | None, response: object
+        self, key: str, approve: bool, by: str | None, reason: str | None, response: JsonValue
     ) -> DecideResult | None:
-        refusal = self._refusal(key, by)
+        """Apply a decision, or record why it was refused; None for an unknown key."""
+        refusal = self._why_refused(key, by)
         if refusal is not None:
-            self._audit.append(
-                AuditEntry(at=workflow.now(), kind="decision_refused", key=key, by=by, detail=refusal)
-            )
-            self._refused(key, by, refusal)
+            self._record_refusal(key, by, refusal)
             record = self._approvals.get(key)
             if record is None:
                 return None
@@ -387,6 +309,12 @@ class ToolRunWorkflow:
             AuditEntry(at=workflow.now(), kind=f"decision_{state.value}", key=key, by=by)
         )
         return DecideResult(took_effect=True, approval=record, message=f"{state.value}")
+
+    def _record_refusal(self, key: str, by: str | None, refusal: str) -> None:
+        self._audit.append(
+            AuditEntry(at=workflow.now(), kind="decision_refused", key=key, by=by, detail=refusal)
+        )
+        self._emit("approval_refused", key=key, by=by, reason=refusal)
 
     @workflow.update(
         name=REQUEST_APPROVAL_UPDATE, unfinished_policy=workflow.HandlerUnfinishedPolicy.ABANDON
@@ -420,13 +348,14 @@ class ToolRunWorkflow:
 
     @decide.validator
     def _validate_decide(self, request: DecideRequest) -> None:
-        spec = self._require_spec()
+        # A rejected update leaves no trace in the history, so these two refusals cost nothing;
+        # a decision on an approval already decided is accepted and answered with the refusal.
         if request.key not in self._approvals:
             raise ApplicationError(
-                f"unknown approval {approval_id(spec.run_id, request.key)}",
+                f"unknown approval {approval_id(self._spec.run_id, request.key)}",
                 type=UNKNOWN_APPROVAL,
             )
-        not_allowed = approver_refusal(spec.approvers, request.by)
+        not_allowed = approver_refusal(self._spec.approvers, request.by)
         if not_allowed is not None:
             raise ApplicationError(not_allowed, type=APPROVER_NOT_ALLOWED)
 
@@ -442,13 +371,13 @@ class ToolRunWorkflow:
 
     @workflow.query(name=STATUS_QUERY)
     def status(self) -> RunStatus:
-        spec = self._require_spec()
+        spec = self._spec
         final = self._final
         return RunStatus(
             run_id=spec.run_id,
             tool_name=spec.tool_name,
             argv=spec.argv,
-            state=self._state(),
+            state=self._visible_state(),
             attempt=self._attempt,
             retry_count=self._retry_count,
             started_at=self._started_at,
@@ -457,7 +386,7 @@ class ToolRunWorkflow:
             exit_code=final.exit_code if final else None,
             signal=final.signal if final else None,
             error=final.error if final else None,
-            last_attempt=self._last,
+            last_attempt=self._last_attempt,
             approvals=list(self._approvals.values()),
             audit=list(self._audit),
             spec=spec,
@@ -467,12 +396,12 @@ class ToolRunWorkflow:
     def events(self) -> list[RunEvent]:
         return list(self._events)
 
-    def _state(self) -> RunState:
+    def _visible_state(self) -> RunState:
         if self._final is not None:
             return self._final.state
         if any(a.state is ApprovalState.PENDING for a in self._approvals.values()):
             return RunState.WAITING_APPROVAL
-        return self._phase
+        return self._loop_state
 
     def _approval_state(self) -> str | None:
         if not self._approvals:
@@ -482,27 +411,24 @@ class ToolRunWorkflow:
         latest = max(self._approvals.values(), key=lambda a: a.decided_at or a.requested_at)
         return latest.state.value
 
-    def _set_phase(self, phase: RunState) -> None:
-        self._phase = phase
-        self._emit("state_changed", state=self._state().value)
+    def _set_loop_state(self, state: RunState) -> None:
+        self._loop_state = state
+        self._emit("state_changed", state=self._visible_state().value)
         self._publish()
 
     def _publish(self) -> None:
         """Keep `RunState` and `ApprovalState` current for visibility queries and the Web UI."""
-        current = (self._state().value, self._approval_state())
+        current = (self._visible_state().value, self._approval_state())
         if current == self._published:
-            return
+            return  # an upsert is a command in the history: only on a change
         self._published = current
         updates: list[SearchAttributeUpdate[Any]] = [RUN_STATE.value_set(current[0])]
         if current[1] is not None:
             updates.append(APPROVAL_STATE.value_set(current[1]))
         workflow.upsert_search_attributes(updates)
 
-    def _emit(self, kind: str, *, at: datetime | None = None, **data: JsonValue) -> None:
-        self._updated_at = workflow.now()
-        self._events.append(
-            RunEvent(seq=len(self._events) + 1, at=at or self._updated_at, kind=kind, data=data)
-        )
+    def _emit(self, kind: str, **data: JsonValue) -> None:
+        self._record(NewEvent(kind, data))
 
     def _record(self, event: NewEvent) -> None:
         self._updated_at = workflow.now()
@@ -510,31 +436,21 @@ class ToolRunWorkflow:
             RunEvent(seq=len(self._events) + 1, at=self._updated_at, kind=event.kind, data=event.data)
         )
 
-    async def _project_forever(self) -> None:
+    async def _project_as_recorded(self) -> None:
+        """Hand each batch of new events to the run sinks, for as long as the run lives."""
         while True:
             await workflow.wait_condition(lambda: self._projected < len(self._events))
-            await self._project_once()
-
-    async def _project_once(self) -> None:
-        upto = len(self._events)
-        update = RunUpdate(status=self.status(), events=self._events[self._projected : upto])
-        await workflow.execute_local_activity(
-            PROJECT_RUN,
-            update,
-            start_to_close_timeout=PROJECTION_TIMEOUT,
-            retry_policy=RetryPolicy(maximum_attempts=3),
-        )
-        self._projected = max(self._projected, upto)
+            upto = len(self._events)
+            update = RunUpdate(status=self.status(), events=self._events[self._projected : upto])
+            await workflow.execute_local_activity(
+                PROJECT_RUN_ACTIVITY,
+                update,
+                start_to_close_timeout=PROJECTION_TIMEOUT,
+                retry_policy=RetryPolicy(maximum_attempts=3),
+            )
+            self._projected = upto
 
     async def _flush(self, projector: asyncio.Task[None]) -> None:
+        """Let the projector hand over the run's last events before the workflow completes."""
         await workflow.wait_condition(lambda: self._projected >= len(self._events))
         projector.cancel()
-
-    @property
-    def _run_id(self) -> str:
-        return self._require_spec().run_id
-
-    def _require_spec(self) -> RunSpec:
-        if self._spec is None:
-            raise ApplicationError("the run has not started", type=RUN_ENDED)
-        return self._spec

@@ -19,8 +19,8 @@ from textual.widgets import Button, Input, Label, Static
 
 from toolwarden.errors import one_line
 from toolwarden.models import ApprovalRecord, ApprovalState, DecideResult, PendingApproval
-from toolwarden.tui.backend import SupervisorAPI, is_unavailable
 from toolwarden.tui.format import ago, countdown
+from toolwarden.tui.loader import SupervisorAPI, is_unavailable
 from toolwarden.tui.widgets.fields import TextField
 
 STATE_POLL_SECONDS = 1.0

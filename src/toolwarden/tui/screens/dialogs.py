@@ -11,7 +11,7 @@ from textual.screen import ModalScreen
 from textual.widgets import Button, Input, Label, Select, Static
 
 from toolwarden.models import RunState
-from toolwarden.tui.backend import RunFilter
+from toolwarden.tui.loader import RunFilter
 from toolwarden.tui.widgets.fields import TextField
 
 

@@ -12,10 +12,11 @@ from textual.binding import Binding
 from textual.screen import Screen
 from textual.widgets import Footer, Header, Log, Static
 
-from toolwarden.tui.backend import SupervisorAPI
-from toolwarden.tui.logs import LogReader
+from toolwarden.logfiles import LogFollower
+from toolwarden.tui.loader import SupervisorAPI
 
 FOLLOW_SECONDS = 0.5
+INITIAL_BYTES = 4 * 1024 * 1024  # of each file, when the screen opens
 
 
 class LogScreen(Screen[None]):
@@ -35,7 +36,7 @@ class LogScreen(Screen[None]):
     ) -> None:
         super().__init__()
         self.run_id = run_id
-        self.reader = LogReader(directory)
+        self.reader = LogFollower(directory, max_initial_bytes=INITIAL_BYTES)
         self.supervisor = supervisor
         self.follow = True
         self._tail_seen: list[str] = []
@@ -64,8 +65,8 @@ class LogScreen(Screen[None]):
         import asyncio
 
         try:
-            if self.reader.exists() or self.reader.offsets:
-                lines = await asyncio.to_thread(self.reader.read)
+            if self.reader.offsets or self.reader.files():
+                lines = await asyncio.to_thread(self.reader.read_lines)
             else:
                 lines = await self._tail_from_heartbeat()
             if lines:

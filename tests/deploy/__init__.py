@@ -1,0 +1,1 @@
+"""Deployment artifacts: Dockerfile, compose, systemd units, Prometheus rules."""
