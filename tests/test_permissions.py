@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import make_settings
-from tests.ops.test_systemd_units import SYSTEMD, one, parse_unit
+from tests.deploy.test_systemd_units import SYSTEMD, one, parse_unit
 from tests.support import eventually, free_port
 from toolwarden.client import Supervisor, connect_client
 from toolwarden.config import MirrorSettings, ServerSettings
