@@ -40,6 +40,7 @@ from pathlib import Path
 from pydantic import ValidationError
 
 from toolwarden import protocol
+from toolwarden.files import private_dir
 from toolwarden.models import ApprovalAsk, Decision, ExpiryOutcome
 
 log = logging.getLogger(__name__)
@@ -154,10 +155,7 @@ class ToolChannel:
                 f"socket path is {len(encoded)} bytes, more than the {MAX_SOCKET_PATH_BYTES} "
                 f"a Unix socket allows: {self._path} (set worker.socket_dir to a short directory)"
             )
-        parent = self._path.parent
-        if not parent.exists():
-            parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-            parent.chmod(0o700)
+        private_dir(self._path.parent)  # also refuses a directory someone else made in /tmp
         try:
             st = self._path.lstat()
         except FileNotFoundError:

@@ -133,6 +133,9 @@ class WorkerSettings(Section):
     health_address: str | None = "127.0.0.1:9464"
     sdk_metrics_address: str | None = "127.0.0.1:9465"
     socket_dir: Path | None = None
+    # Dotenv-like NAME=value lines, mode 0600: where `--secret NAME` values come from first,
+    # before the worker's own environment (toolwarden.secrets).
+    secrets_file: Path | None = None
 
 
 class RunDefaults(Section):
@@ -173,6 +176,7 @@ class ToolProfile(Section):
     answer_yes: str | None = None
     answer_no: str | None = None
     env: dict[str, str] = Field(default_factory=dict)
+    secrets: list[str] = Field(default_factory=list)  # names the worker resolves at launch
 
 
 class ApprovalSettings(Section):
@@ -298,6 +302,11 @@ class Settings(BaseSettings):
         return self.home / "logs"
 
     @property
+    def attempts_dir(self) -> Path:
+        # One ledger per worker of the process groups it supervises (toolwarden.orphans).
+        return self.home / "attempts"
+
+    @property
     def tool_bin_dir(self) -> Path:
         # Holds only the worker's `toolwarden` shim, first on every tool's PATH.
         return self.home / "bin"
@@ -360,14 +369,14 @@ class Settings(BaseSettings):
         profile: str | None = None,
         cwd: str | None = None,
         env: dict[str, str] | None = None,
+        secrets: list[str] | None = None,
         overrides: dict[str, Any] | None = None,
     ) -> RunSpec:
         """Resolve defaults, the tool profile and explicit overrides into a `RunSpec`."""
         profile_name, chosen = self.profile_for(profile, argv)
         merged: dict[str, Any] = self.defaults.model_dump()
-        merged.update(
-            {k: v for k, v in chosen.model_dump(exclude={"env", "prompts"}).items() if v is not None}
-        )
+        chosen_values = chosen.model_dump(exclude={"env", "prompts", "secrets"})
+        merged.update({k: v for k, v in chosen_values.items() if v is not None})
         extra_prompts = list((overrides or {}).get("prompts") or [])
         merged.update(
             {k: v for k, v in (overrides or {}).items() if v is not None and k != "prompts"}
@@ -378,6 +387,7 @@ class Settings(BaseSettings):
             argv=argv,
             cwd=cwd,
             env={**chosen.env, **(env or {})},
+            secrets=list(dict.fromkeys([*chosen.secrets, *(secrets or [])])),
             profile=profile_name,
             timeout=merged["timeout"],
             hang_timeout=merged["hang_timeout"],

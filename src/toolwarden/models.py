@@ -18,6 +18,7 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field, JsonValue
 # file names, so they stay within a conservative alphabet.
 RUN_ID_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,199}$")
 APPROVAL_KEY_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,127}$")
+SECRET_NAME_PATTERN = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,127}$")  # an environment variable
 GATE_KEY = "gate"
 
 
@@ -37,7 +38,17 @@ def _check_key(value: str) -> str:
     return value
 
 
+def _check_secret_name(value: str) -> str:
+    if not SECRET_NAME_PATTERN.match(value):
+        raise ValueError(
+            f"invalid secret name {value!r}: an environment variable name "
+            "(letters, digits and _, not starting with a digit)"
+        )
+    return value
+
+
 RunId = Annotated[str, AfterValidator(_check_run_id)]
+SecretName = Annotated[str, AfterValidator(_check_secret_name)]
 ApprovalKey = Annotated[str, AfterValidator(_check_key)]
 
 
@@ -143,6 +154,9 @@ class RunSpec(Model):
     argv: list[str] = Field(min_length=1)
     cwd: str | None = None
     env: dict[str, str] = Field(default_factory=dict)
+    # Names only: the worker resolves the values at launch (toolwarden.secrets), so they never
+    # enter the history, a query or the mirror.
+    secrets: list[SecretName] = Field(default_factory=list)
     profile: str | None = None
     timeout: timedelta | None = None
     hang_timeout: timedelta | None = None

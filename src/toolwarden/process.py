@@ -25,6 +25,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import IO
 
+from toolwarden.files import open_private, private_dir
 from toolwarden.models import DEFAULT_LIVENESS, AttemptOutcome, Liveness
 
 READ_CHUNK = 64 * 1024
@@ -82,7 +83,7 @@ def install_cli_shim(directory: Path, interpreter: str = sys.executable) -> Path
     with contextlib.suppress(OSError):
         if shim.read_text() == text and os.access(shim, os.X_OK):
             return directory
-    directory.mkdir(parents=True, exist_ok=True)
+    private_dir(directory)
     # Written aside and renamed: a tool starting meanwhile never runs half a script.
     partial = directory / f".{CLI_SHIM_NAME}.{os.getpid()}"
     partial.write_text(text)
@@ -128,7 +129,9 @@ class OutputSink:
         self.truncated = False
         self.last_output = time.monotonic()
         self._partial = ""
-        self._file: IO[bytes] = path.open("ab", buffering=0)
+        # 0600: tool output often holds secrets.
+        descriptor = open_private(path, os.O_WRONLY | os.O_APPEND)
+        self._file: IO[bytes] = os.fdopen(descriptor, "ab", buffering=0)
 
     def feed(self, chunk: bytes) -> None:
         self.last_output = time.monotonic()
@@ -232,7 +235,8 @@ async def launch(
     if cwd is not None and not Path(cwd).is_dir():
         raise LaunchError(f"working directory not found: {cwd}", EXIT_NOT_FOUND)
     resolve_executable(argv[0], cwd, env)
-    stdout_path.parent.mkdir(parents=True, exist_ok=True)
+    private_dir(stdout_path.parent)
+    private_dir(stderr_path.parent)
     if terminal:
         return await _launch_on_terminal(
             argv, cwd=cwd, env=env, stdout_path=stdout_path, stderr_path=stderr_path,
@@ -255,7 +259,7 @@ async def launch(
         process=process,
         pid=process.pid,
         pgid=process.pid,  # start_new_session makes the tool its group's leader
-        started_at=datetime.now(UTC),
+        started_at=_start_time(process.pid),
         stdout=OutputSink(stdout_path, log_cap_bytes, tail, on_output),
         stderr=OutputSink(stderr_path, log_cap_bytes, tail, on_output),
         tail=tail,
@@ -266,6 +270,16 @@ async def launch(
         asyncio.create_task(_pump(process.stderr, launched.stderr)),
     ]
     return launched
+
+
+def _start_time(pid: int) -> datetime:
+    """When the kernel started `pid`: with the pgid, what tells this group from a later one."""
+    import psutil
+
+    try:
+        return datetime.fromtimestamp(psutil.Process(pid).create_time(), UTC)
+    except psutil.Error:  # already gone and reaped: it started about now
+        return datetime.now(UTC)
 
 
 async def _launch_on_terminal(
@@ -308,7 +322,7 @@ async def _launch_on_terminal(
         process=process,
         pid=process.pid,
         pgid=process.pid,  # the session leader leads its group too
-        started_at=datetime.now(UTC),
+        started_at=_start_time(process.pid),
         stdout=OutputSink(stdout_path, log_cap_bytes, tail, on_output),
         stderr=OutputSink(stderr_path, log_cap_bytes, tail),
         tail=tail,

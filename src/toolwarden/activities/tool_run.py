@@ -12,7 +12,9 @@ import time
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
+from pydantic import ValidationError
 from temporalio import activity
 from temporalio.client import WorkflowHandle
 from temporalio.exceptions import ApplicationError, ApplicationErrorCategory
@@ -20,6 +22,7 @@ from temporalio.exceptions import ApplicationError, ApplicationErrorCategory
 from toolwarden import metrics
 from toolwarden.channel import NotifyPending, ToolChannel
 from toolwarden.config import Settings
+from toolwarden.files import private_dir
 from toolwarden.models import (
     ApprovalAsk,
     ApprovalRecord,
@@ -32,12 +35,12 @@ from toolwarden.models import (
     LiveDetails,
     RunUpdate,
 )
+from toolwarden.orphans import AttemptLedger, AttemptRecord, kill_recorded_group
 from toolwarden.process import (
     Launched,
     LaunchError,
     drain_output,
     install_cli_shim,
-    kill_stale_group,
     launch,
     path_with_first,
     supervise,
@@ -50,6 +53,7 @@ from toolwarden.protocol import (
     ENV_SOCKET,
     EXIT_AWAIT_DECISION,
 )
+from toolwarden.secrets import SecretError, redact, resolve_secrets
 from toolwarden.sinks import RunSink, RunSinks
 from toolwarden.workflows import (
     PROJECT_RUN_ACTIVITY,
@@ -89,6 +93,8 @@ class _Attempt:
         self.decided: set[str] = set()
         self.waiting: set[str] = set()
         self.key = f"{attempt.spec.run_id}:{attempt.attempt}"
+        # Resolved values, scrubbed from what leaves the worker: output tail, tool message.
+        self.secrets: dict[str, str] = {}
 
     def on_heartbeat(self, progress: float | None, message: str | None) -> None:
         self.last_beat = time.monotonic()
@@ -114,12 +120,17 @@ class _Attempt:
             + launched.stderr.total_bytes else None,
             last_heartbeat_at=self.last_beat_at,
             progress=self.progress,
-            message=self.message,
+            message=self.scrubbed(self.message),
             waiting_keys=sorted(self.waiting),
             stdout_path=str(launched.stdout.path) if launched else None,
             stderr_path=str(launched.stderr.path) if launched else None,
-            tail=list(launched.tail) if launched else [],
+            tail=[self.scrubbed(line) for line in launched.tail] if launched else [],
         )
+
+    def scrubbed(self, text: str | None) -> str | None:
+        if text is None or not self.secrets:
+            return text
+        return redact(text, self.secrets)
 
 
 def _noting_pending(state: _Attempt, key: str, notify: NotifyPending) -> NotifyPending:
@@ -141,6 +152,9 @@ class ToolActivities:
         self._host = socket.gethostname()
         self.running = 0
         self._cli_dir: Path | None = None
+        self.ledger = AttemptLedger(settings.attempts_dir, self._host)
+        for directory in (settings.home, settings.logs_dir, settings.attempts_dir):
+            private_dir(directory)
         try:
             self._cli_dir = install_cli_shim(settings.tool_bin_dir)
         except OSError as exc:  # tools still run; `toolwarden ask` then needs it on their PATH
@@ -150,7 +164,8 @@ class ToolActivities:
     async def run_tool(self, attempt: AttemptSpec) -> AttemptResult:
         info = activity.info()
         spec = attempt.spec
-        self._reap_previous_attempt(info.heartbeat_details)
+        if info.attempt > 1:  # relaunched after its worker was lost
+            await asyncio.to_thread(self._reap_previous_attempt, spec.run_id, info.heartbeat_details)
         name = f"attempt-{attempt.attempt}"
         if info.attempt > 1:
             name += f".{info.attempt}"  # relaunched after its worker was lost
@@ -206,6 +221,15 @@ class ToolActivities:
         result.stdout_path, result.stderr_path = str(stdout_path), str(stderr_path)
         screen = PromptScreen() if spec.prompts else None
         try:
+            state.secrets = resolve_secrets(
+                spec.secrets, os.environ, self._settings.worker.secrets_file
+            )
+        except SecretError as exc:
+            result.error = str(exc)
+            result.started_at = result.ended_at = datetime.now(UTC)
+            return result
+        env.update(state.secrets)
+        try:
             launched = await launch(
                 spec.argv,
                 cwd=spec.cwd,
@@ -222,6 +246,15 @@ class ToolActivities:
             result.started_at = result.ended_at = datetime.now(UTC)
             return result
         state.launched = launched
+        self.ledger.add(
+            AttemptRecord(
+                run_id=spec.run_id,
+                attempt=attempt.attempt,
+                pgid=launched.pgid,
+                start_time=launched.started_at.timestamp(),
+                host=self._host,
+            )
+        )
         self.running += 1
         decided = [d.decided_at for d in attempt.resume.values() if d.decided_at is not None]
         if decided:  # relaunched after exit-and-relaunch: decision to running again
@@ -262,6 +295,7 @@ class ToolActivities:
             if answering is not None:
                 await stop_answering(answering)
             await drain_output(launched)
+            self.ledger.remove(spec.run_id, attempt.attempt)  # supervise() left no member alive
             outcome = ending.outcome if ending else AttemptOutcome.CANCELLED
             metrics.attempt_ended(spec.tool_name, outcome.value, attempt=state.key)
             if outcome is AttemptOutcome.HUNG:
@@ -290,7 +324,7 @@ class ToolActivities:
                 "tail": live.tail,
                 "pending_keys": undecided,
                 "progress": state.progress,
-                "message": state.message,
+                "message": live.message,
             }
         )
 
@@ -302,19 +336,40 @@ class ToolActivities:
         activity.heartbeat(live)
         self._sinks.heartbeat(state.attempt.spec.run_id, live)
 
-    def _reap_previous_attempt(self, details: object) -> None:
-        """A relaunch after a lost worker: kill what that attempt left on this host."""
+    def reap_orphans(self) -> None:
+        """Kill what workers that died on this host left running (at start, and per relaunch)."""
+        self.ledger.reap_orphans()
+
+    def _reap_previous_attempt(self, run_id: str, details: Sequence[Any]) -> None:
+        """A relaunch after a lost worker: kill what that attempt, and any dead worker, left here.
+
+        The ledger covers workers that shared this home; the heartbeat details cover the
+        previous attempt whatever home its worker had, as long as it ran on this host.
+        """
+        self.reap_orphans()
         if not details:
             return
         try:
-            (previous,) = activity.payload_converter().from_payloads(
-                list(details),  # type: ignore[call-overload]
-                [LiveDetails],
+            previous = LiveDetails.model_validate(details[0])  # decoded already: plain JSON values
+        except ValidationError as exc:
+            log.warning(
+                "run %s: the previous attempt's heartbeat details do not parse, so nothing it "
+                "left is reaped from them: %s", run_id, str(exc).splitlines()[0],
             )
-        except Exception:  # details from an older version: nothing to reap
             return
-        if isinstance(previous, LiveDetails) and previous.host == self._host and previous.pgid:
-            kill_stale_group(previous.pgid)
+        if previous.host != self._host or previous.pgid is None:
+            return
+        if previous.started_at is None:
+            log.warning(
+                "run %s: the previous attempt's details name process group %d but no start time; "
+                "not signalled, as it cannot be told from a reused group", run_id, previous.pgid,
+            )
+            return
+        if kill_recorded_group(previous.pgid, previous.started_at.timestamp()):
+            log.warning(
+                "run %s: killed process group %d left by attempt %d", run_id, previous.pgid,
+                previous.attempt,
+            )
 
     async def _ask_workflow(
         self,

@@ -18,6 +18,7 @@ from toolwarden.durations import human_seconds
 from toolwarden.errors import one_line, validation_line
 from toolwarden.logfiles import LogFollower
 from toolwarden.models import Liveness, RunResult, RunState, RunStatus
+from toolwarden.secrets import looks_like_secret
 
 if TYPE_CHECKING:
     from toolwarden.client import Supervisor
@@ -110,6 +111,7 @@ async def _run(settings: Settings, spec_args: dict[str, object], detach: bool) -
             profile=spec_args.pop("profile"),  # type: ignore[arg-type]
             cwd=spec_args.pop("cwd"),  # type: ignore[arg-type]
             env=spec_args.pop("env"),  # type: ignore[arg-type]
+            secrets=spec_args.pop("secrets"),  # type: ignore[arg-type]
             overrides=spec_args,
         )
     except ConfigError as exc:
@@ -151,7 +153,14 @@ async def _run(settings: Settings, spec_args: dict[str, object], detach: bool) -
 @click.option("--kill-grace", help="Time between SIGTERM and SIGKILL.")
 @click.option("--retries", type=click.IntRange(min=0), help="Relaunch this many times on failure or hang.")
 @click.option("--cwd", type=click.Path(file_okay=False), help="Working directory of the tool.")
-@click.option("--env", "env_pairs", multiple=True, metavar="K=V", help="Extra environment (repeat).")
+@click.option(
+    "--env", "env_pairs", multiple=True, metavar="K=V",
+    help="Extra environment, plain configuration shown by `show` (repeat).",
+)
+@click.option(
+    "--secret", "secrets", multiple=True, metavar="NAME",
+    help="Set $NAME from the worker's secrets file or environment at launch (repeat).",
+)
 @click.option("--approve-before", metavar="SUMMARY", help="Ask a person before the tool starts.")
 @click.option("--approval-timeout", help="How long approvals of this run wait (e.g. 2h).")
 @click.option(
@@ -176,6 +185,7 @@ def run(
     retries: int | None,
     cwd: str | None,
     env_pairs: tuple[str, ...],
+    secrets: tuple[str, ...],
     approve_before: str | None,
     approval_timeout: str | None,
     prompts: tuple[str, ...],
@@ -189,13 +199,22 @@ def run(
     (124 hung or timed out, 126 not executable, 127 not found, 130 cancelled, 77 rejected).
     """
     settings = settings_of(ctx)
+    env = _parse_env(env_pairs)
+    for key in env:
+        if looks_like_secret(key):
+            click.echo(
+                f"toolwarden: warning: --env {key} looks like a secret, but --env values are plain "
+                f"configuration kept in the run's history; use --secret {key} instead",
+                err=True,
+            )
     spec_args: dict[str, object] = {
         "argv": command,
         "run_id": run_id,
         "name": name,
         "profile": profile,
         "cwd": str(Path(cwd).resolve()) if cwd else None,
-        "env": _parse_env(env_pairs),
+        "env": env,
+        "secrets": list(secrets),
         "timeout": _duration(timeout, "--timeout"),
         "hang_timeout": _duration(hang_timeout, "--hang-timeout"),
         "kill_grace": _duration(kill_grace, "--kill-grace"),

@@ -11,6 +11,7 @@ from alembic.script import ScriptDirectory
 from sqlalchemy import Connection
 from sqlalchemy.engine import make_url
 
+from toolwarden.files import private_sqlite_file
 from toolwarden.mirror.engine import make_engine
 
 MIGRATIONS_DIR = Path(__file__).resolve().parent / "migrations"
@@ -33,7 +34,7 @@ def alembic_config(url: str, connection: Connection | None = None) -> Config:
 def _ensure_sqlite_dir(url: str) -> None:
     parsed = make_url(url)
     if parsed.get_backend_name() == "sqlite" and parsed.database not in (None, "", ":memory:"):
-        Path(parsed.database).expanduser().parent.mkdir(parents=True, exist_ok=True)
+        private_sqlite_file(Path(parsed.database).expanduser())  # 0600 before SQLite makes it
 
 
 def upgrade(url: str, revision: str = "head", *, create_dir: bool = True) -> None:

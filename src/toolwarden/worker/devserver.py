@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import shutil
 import socket
 import subprocess
@@ -13,6 +14,7 @@ from pathlib import Path
 
 from toolwarden.client import SEARCH_ATTRIBUTES
 from toolwarden.config import Settings
+from toolwarden.files import open_private, private_dir, private_sqlite_file
 
 START_TIMEOUT_SECONDS = 60.0
 STOP_TIMEOUT_SECONDS = 20.0
@@ -80,15 +82,18 @@ class DevServer:
         return f"{self.settings.server.ip}:{self.settings.server.port}"
 
     async def start(self) -> None:
-        self.settings.home.mkdir(parents=True, exist_ok=True)
-        self.settings.server_db_file.parent.mkdir(parents=True, exist_ok=True)
-        log = self.log_path.open("ab")
+        private_dir(self.settings.home)
+        # The server takes an existing file for an initialised database, so it creates its own,
+        # under umask 077 like everything it writes.
+        private_sqlite_file(self.settings.server_db_file, create=False)
+        log = os.fdopen(open_private(self.log_path, os.O_WRONLY | os.O_APPEND), "ab")
         self.process = subprocess.Popen(
             dev_server_command(self.settings),
             stdin=subprocess.DEVNULL,
             stdout=log,
             stderr=subprocess.STDOUT,
             start_new_session=True,
+            umask=0o077,
         )
         log.close()
         deadline = time.monotonic() + START_TIMEOUT_SECONDS

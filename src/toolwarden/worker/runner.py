@@ -13,6 +13,7 @@ from temporalio.worker import Worker
 from toolwarden.activities.tool_run import ToolActivities
 from toolwarden.client import connect_client, ensure_search_attributes
 from toolwarden.config import ConfigError, Settings
+from toolwarden.files import private_dir
 from toolwarden.metrics import MetricsSink
 from toolwarden.sinks import RunSink
 from toolwarden.workflows.tool_run import ToolRunWorkflow
@@ -91,6 +92,7 @@ class WorkerService:
         if notifier is not None:
             sinks.append(notifier)
         self.activities = ToolActivities(settings, sinks)
+        await asyncio.to_thread(self.activities.reap_orphans)  # before this worker takes work
         self.worker = build_worker(self.client, settings, activities=self.activities)
         health = await self._start_health()
         worker_task = asyncio.create_task(self.worker.run())
@@ -123,7 +125,7 @@ class WorkerService:
         from toolwarden.mirror import MirrorWriter, upgrade
 
         url = self.settings.mirror_url
-        self.settings.home.mkdir(parents=True, exist_ok=True)
+        private_dir(self.settings.home)
         try:
             upgrade(url)
         except Exception as exc:  # the mirror is a projection: never a reason not to run
