@@ -54,7 +54,7 @@ def decision_line(status: RunStatus) -> dict[str, Any]:
 
 
 async def test_pages_redirect_to_sign_in_and_a_bad_token_is_refused(web: WebServer) -> None:
-    async with httpx.AsyncClient(base_url=web.url) as anonymous:
+    async with httpx.AsyncClient(base_url=web.url, timeout=60) as anonymous:
         for path in ("/", "/runs", "/runs/some-run"):
             answer = await anonymous.get(path)
             assert answer.status_code == 303
@@ -70,7 +70,7 @@ async def test_pages_redirect_to_sign_in_and_a_bad_token_is_refused(web: WebServ
 
 async def test_the_session_cookie_is_httponly_and_samesite_strict(web: WebServer) -> None:
     token = web.tokens.create("alice")
-    async with httpx.AsyncClient(base_url=web.url) as browser:
+    async with httpx.AsyncClient(base_url=web.url, timeout=60) as browser:
         form = await browser.get("/signin")
         answer = await browser.post(
             "/signin", data={"token": token, "csrf": csrf_of(form.text), "next": "https://evil.example/"}
