@@ -296,6 +296,8 @@ class AttemptSpec(Model):
     spec: RunSpec
     attempt: int
     resume: dict[str, Decision] = Field(default_factory=dict)
+    # Events recorded before this launch, for the activity to hand to the sinks.
+    recorded: RunUpdate | None = None
 
 
 class LiveDetails(Model):
@@ -418,3 +420,6 @@ class PendingApprovals(Model):
     # (queries need a worker, and none polls their task queue now): their approvals exist and
     # can still be decided, but cannot be listed.
     unanswered_runs: list[str] = Field(default_factory=list)
+
+
+AttemptSpec.model_rebuild()  # `recorded` names RunUpdate, defined further down

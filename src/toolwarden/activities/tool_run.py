@@ -164,6 +164,8 @@ class ToolActivities:
     async def run_tool(self, attempt: AttemptSpec) -> AttemptResult:
         info = activity.info()
         spec = attempt.spec
+        if attempt.recorded is not None:
+            self._sinks.run_changed(attempt.recorded)  # idempotent: a retry hands them again
         if info.attempt > 1:  # relaunched after its worker was lost
             await asyncio.to_thread(self._reap_previous_attempt, spec.run_id, info.heartbeat_details)
         name = f"attempt-{attempt.attempt}"
