@@ -22,7 +22,7 @@ from pydantic_settings import (
     YamlConfigSettingsSource,
 )
 
-from toolwarden.models import ExpiryOutcome, RetryBackoff, RunSpec
+from toolwarden.models import AgentKind, AgentMode, AgentPolicy, ExpiryOutcome, RetryBackoff, RunSpec
 
 CONFIG_FILE_NAME = "supervision.yaml"
 ENV_CONFIG = "TOOLWARDEN_CONFIG"
@@ -146,6 +146,18 @@ class ToolProfile(Section):
     approval_timeout: Duration | None = None
     approval_on_expiry: ExpiryOutcome | None = None
     env: dict[str, str] = Field(default_factory=dict)
+    # A coding agent run through its hooks (docs/agents.md): which, its policy, how it waits.
+    agent: AgentKind | None = None
+    policy: AgentPolicy | None = None
+    agent_mode: AgentMode | None = None
+    agent_hook_timeout: Duration | None = None
+
+    @field_validator("policy", mode="after")
+    @classmethod
+    def _check_policy(cls, value: AgentPolicy | None) -> AgentPolicy | None:
+        from toolwarden.agents.policy import check_policy
+
+        return None if value is None else check_policy(value)
 
 
 class ApprovalSettings(Section):
@@ -283,7 +295,20 @@ class Settings(BaseSettings):
             approval_on_expiry=merged["approval_on_expiry"],
             approvers=list(self.approvals.approvers),
             approve_before=merged.get("approve_before"),
+            **_agent_fields(merged),
         )
+
+
+def _agent_fields(merged: dict[str, Any]) -> dict[str, Any]:
+    fields: dict[str, Any] = {"agent": merged.get("agent")}
+    for source, target in (
+        ("policy", "agent_policy"),
+        ("agent_mode", "agent_mode"),
+        ("agent_hook_timeout", "agent_hook_timeout"),
+    ):
+        if merged.get(source) is not None:
+            fields[target] = merged[source]
+    return fields
 
 
 class ConfigError(Exception):

@@ -18,10 +18,12 @@ from temporalio import activity
 from temporalio.client import WorkflowHandle
 from temporalio.exceptions import ApplicationError, ApplicationErrorCategory
 
-from toolwarden import metrics
+from toolwarden import metrics, protocol
+from toolwarden.agents import adapter
 from toolwarden.channel import ToolChannel
 from toolwarden.config import Settings
 from toolwarden.models import (
+    AgentCallRecord,
     ApprovalAsk,
     ApprovalRecord,
     ApprovalRef,
@@ -90,6 +92,10 @@ class _Attempt:
         self.decided: set[str] = set()
         self.waiting: set[str] = set()
         self.key = f"{attempt.spec.run_id}:{attempt.attempt}"
+        # Agent runs: the session to resume, calls a hook deferred, what the policy decided.
+        self.agent_session: str | None = attempt.agent_session
+        self.deferred: set[str] = set()
+        self.agent_calls: list[AgentCallRecord] = []
 
     def on_heartbeat(self, progress: float | None, message: str | None) -> None:
         self.last_beat = time.monotonic()
@@ -156,6 +162,11 @@ class ToolActivities:
             heartbeat_interval=min(1.0, self._settings.worker.heartbeat_interval.total_seconds()),
             on_heartbeat=state.on_heartbeat,
             on_request=lambda ask, notify: self._ask_workflow(workflow, state, ask, notify),
+            on_agent_call=(
+                (lambda call, notify: self._agent_call(workflow, state, call, notify))
+                if spec.agent is not None
+                else None
+            ),
         )
         await channel.start()
         try:
@@ -203,7 +214,7 @@ class ToolActivities:
         result.stdout_path, result.stderr_path = str(stdout_path), str(stderr_path)
         try:
             launched = await launch(
-                spec.argv,
+                adapter.launch_argv(spec, attempt.agent_session),
                 cwd=spec.cwd,
                 env=env,
                 stdout_path=stdout_path,
@@ -253,7 +264,10 @@ class ToolActivities:
                 metrics.hung_kill(spec.tool_name)
         outcome = ending.outcome
         undecided = sorted(state.asked - state.decided)
-        if ending.exit_code == EXIT_AWAIT_DECISION and undecided:
+        deferred = sorted(state.deferred - state.decided)  # an agent's hook deferred these calls
+        if (ending.exit_code == EXIT_AWAIT_DECISION and undecided) or adapter.awaits_decision(
+            spec, ending.exit_code, deferred
+        ):
             outcome = AttemptOutcome.AWAITING_DECISION
         live = state.live()
         return result.model_copy(
@@ -273,6 +287,8 @@ class ToolActivities:
                 "pending_keys": undecided,
                 "progress": state.progress,
                 "message": state.message,
+                "agent_session": state.agent_session,
+                "agent_calls": state.agent_calls,
             }
         )
 
@@ -328,6 +344,31 @@ class ToolActivities:
             return decision
         finally:
             state.waiting.discard(ask.key)
+
+    async def _agent_call(
+        self,
+        workflow: WorkflowHandle[object, object],
+        state: _Attempt,
+        call: protocol.AgentCallMessage,
+        notify_pending: Callable[[str, datetime], None],
+    ) -> Decision:
+        """An agent's tool call: the policy decides, or it becomes an approval."""
+        spec = state.spec.spec
+        if call.session_id:
+            state.agent_session = call.session_id
+        screened = adapter.screen(spec, call, spec.cwd or os.getcwd(), datetime.now(UTC))
+        state.agent_calls.append(screened.record)
+        ask = screened.ask
+        if ask is None:
+            assert screened.decision is not None
+            return screened.decision
+
+        def pending(approval_id: str, expires_at: datetime) -> None:
+            if not call.wait:  # the hook hangs up and the agent exits: relaunch on the decision
+                state.deferred.add(ask.key)
+            notify_pending(approval_id, expires_at)
+
+        return await self._ask_workflow(workflow, state, ask, pending)
 
     @activity.defn(name=PROJECT_RUN)
     async def project_run(self, update: MirrorUpdate) -> None:

@@ -38,6 +38,7 @@ COMMANDS = {
     "health": "toolwarden.cli.health:health",
     "beat": "toolwarden.cli.toolside:beat",
     "ask": "toolwarden.cli.toolside:ask",
+    "hook": "toolwarden.cli.hook:hook",
 }
 
 HELP = {
@@ -58,6 +59,7 @@ HELP = {
     "health": "Ask a running worker whether it is ready.",
     "beat": "From inside a supervised tool: report liveness and progress.",
     "ask": "From inside a supervised tool: ask a person for approval.",
+    "hook": "From inside claude or codex: the hook --agent installs.",
 }
 
 

@@ -151,6 +151,8 @@ async def _run(settings: Settings, spec_args: dict[str, object], detach: bool) -
 @click.option("--approve-before", metavar="SUMMARY", help="Ask a person before the tool starts.")
 @click.option("--approval-timeout", help="How long approvals of this run wait (e.g. 2h).")
 @click.option("--detach", is_flag=True, help="Print the run id and return at once.")
+@click.option("--agent", type=click.Choice(["claude", "codex"]),
+              help="The tool is this coding agent: its risky calls become approvals (docs/agents.md).")
 @click.argument("command", nargs=-1, required=True, type=click.UNPROCESSED)
 @click.pass_context
 def run(
@@ -167,6 +169,7 @@ def run(
     approve_before: str | None,
     approval_timeout: str | None,
     detach: bool,
+    agent: str | None,
     command: tuple[str, ...],
 ) -> None:
     """Run COMMAND under supervision: `toolwarden run [OPTIONS] -- CMD ARGS...`.
@@ -187,6 +190,7 @@ def run(
         "kill_grace": _duration(kill_grace, "--kill-grace"),
         "retries": retries,
         "approval_timeout": _duration(approval_timeout, "--approval-timeout"),
+        "agent": agent,
     }
     code = run_async(_run_with_gate(settings, spec_args, detach, approve_before))
     ctx.exit(code)

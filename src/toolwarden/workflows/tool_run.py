@@ -83,6 +83,7 @@ class ToolRunWorkflow:
         self._published: tuple[str, str | None] | None = None
         self._started_at = workflow.now()
         self._updated_at = self._started_at
+        self._agent_session: str | None = None  # the agent session an awaited attempt left
 
     # -- the run -----------------------------------------------------------------------------
 
@@ -111,6 +112,7 @@ class ToolRunWorkflow:
             self._emit("attempt_started", attempt=self._attempt)
             result = await self._run_attempt(spec, resume)
             self._last = result
+            self._audit_agent_calls(result)
             closed = self._close_as_projected(spec, result)
             self._release_held()
             if closed is not None:
@@ -127,6 +129,7 @@ class ToolRunWorkflow:
                 self._set_phase(RunState.WAITING_APPROVAL)
                 for key in result.pending_keys:
                     await self._await_decision(key)
+                self._agent_session = result.agent_session  # an agent relaunches resumed
                 resume = {
                     k: a.decision()
                     for k, a in self._approvals.items()
@@ -149,6 +152,20 @@ class ToolRunWorkflow:
             return self._finish(
                 state, exit_code=result.exit_code, signal=result.signal, error=result.error
             )
+
+    def _audit_agent_calls(self, result: AttemptResult) -> None:
+        """Each call an agent's policy decided without a person, audited as decided by its rule."""
+        for call in result.agent_calls:
+            if call.verdict != "ask":
+                self._audit.append(
+                    AuditEntry(
+                        at=call.at,
+                        kind=f"policy_{call.verdict}",
+                        key=call.tool_use_id,
+                        by=f"policy: {call.rule}",
+                        detail=call.summary,
+                    )
+                )
 
     async def _gate(self, spec: RunSpec) -> RunResult | None:
         assert spec.approve_before is not None
@@ -179,6 +196,7 @@ class ToolRunWorkflow:
             attempt=self._attempt,
             resume=resume,
             projection=self._projection_for_attempt(),
+            agent_session=self._agent_session,
         )
         self._launch_events = len(self._events)
         self._attempt_running = True

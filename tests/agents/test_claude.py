@@ -1,0 +1,96 @@
+"""Claude Code end to end: the real `claude -p` binary, a real worker, the scripted model API.
+
+The scripted model asks for Bash `rm -rf build`; the injected hook reaches the supervisor,
+the policy asks a person, and the run exits and relaunches around the decision.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.agents.model_api import ModelAPI
+from tests.support import eventually
+from toolwarden.client import RunHandle, Supervisor
+from toolwarden.config import Settings
+from toolwarden.models import ApprovalRecord, AttemptOutcome, RunSpec, RunState
+
+pytestmark = pytest.mark.usefixtures("worker")
+
+
+def claude_spec(
+    settings: Settings,
+    run_id: str,
+    claude_bin: str,
+    workdir: Path,
+    env: dict[str, str],
+    **overrides: Any,
+) -> RunSpec:
+    return settings.run_spec(
+        run_id=run_id,
+        argv=[claude_bin, "-p", "clean the build"],
+        cwd=str(workdir),
+        env=env,
+        overrides={"agent": "claude", **overrides},
+    )
+
+
+async def parked_approval(handle: RunHandle) -> ApprovalRecord:
+    """Wait until the run waits on one approval with no claude process left."""
+
+    async def check() -> ApprovalRecord | None:
+        status = await handle.status()
+        if status.state is not RunState.WAITING_APPROVAL or status.live is not None:
+            return None
+        if status.last_attempt is None or status.last_attempt.outcome is not AttemptOutcome.AWAITING_DECISION:
+            return None
+        pending = status.pending_approvals
+        return pending[0] if len(pending) == 1 else None
+
+    return await eventually(check, timeout=60, what="a deferred claude call")
+
+
+async def test_approve_runs_the_command(
+    supervisor: Supervisor,
+    settings: Settings,
+    run_id: Any,
+    claude_bin: str,
+    workdir: Path,
+    claude_env: dict[str, str],
+    model_api: ModelAPI,
+) -> None:
+    spec = claude_spec(settings, run_id("claude"), claude_bin, workdir, claude_env)
+    handle = await supervisor.start_run(spec)
+    approval = await parked_approval(handle)
+    assert approval.summary == "Bash: rm -rf build"
+    assert approval.details["tool_input"]["command"] == "rm -rf build"  # type: ignore[index, call-overload]
+    assert (workdir / "build").exists()  # nothing ran while it waited
+
+    await supervisor.decide(approval.approval_id, approve=True, by="alice")
+    result = await handle.result()
+    assert (result.state, result.exit_code, result.attempt) == (RunState.SUCCEEDED, 0, 2)
+    assert not (workdir / "build").exists()
+    status = await handle.status()
+    assert status.last_attempt is not None and status.last_attempt.agent_session
+    assert "Done. Tool said:" in "\n".join(status.last_attempt.tail)
+
+
+async def test_reject_keeps_the_build_and_claude_gets_the_reason(
+    supervisor: Supervisor,
+    settings: Settings,
+    run_id: Any,
+    claude_bin: str,
+    workdir: Path,
+    claude_env: dict[str, str],
+    model_api: ModelAPI,
+) -> None:
+    spec = claude_spec(settings, run_id("claude"), claude_bin, workdir, claude_env)
+    handle = await supervisor.start_run(spec)
+    approval = await parked_approval(handle)
+    await supervisor.decide(approval.approval_id, approve=False, by="bob", reason="keep the build")
+    result = await handle.result()
+    assert (result.state, result.exit_code) == (RunState.SUCCEEDED, 0)
+    assert (workdir / "build" / "out.o").exists()
+    assert any("keep the build" in text for text in model_api.tool_results())
