@@ -11,7 +11,10 @@ the call's subject, the one input that says what the call does:
   bare `Tool` form matches it.
 
 `*` alone as the tool name matches every tool. Deny rules are looked at first, then ask, then
-allow: a call matched by a deny rule is refused whatever else matches. With `defaults` on,
+allow: a call matched by a deny rule is refused whatever else matches. An allow rule with a
+pattern never matches a Bash command that chains, pipes, substitutes or redirects (`;`, `&`,
+`|`, `` ` ``, `$(`, `<`, `>`, a newline): `Bash(git status*)` must not allow
+`git status; rm -rf ~`, so such a command falls through to ask. With `defaults` on,
 calls no listed rule matches fall to `DEFAULT_RULES` (read-only tools allowed, the rest ask).
 
 Pure functions of the policy and the call, so the supervisor and the tests share them.
@@ -155,6 +158,17 @@ def rule_matches(rule: Rule, tool_name: str, tool_input: Any, cwd: str | None = 
     return _compile(rule.pattern, tool_name in PATH_TOOLS).fullmatch(found) is not None
 
 
+_SHELL_CHAINING = re.compile(r"[;&|`\n<>]|\$\(")
+
+
+def _chains_commands(tool_name: str, tool_input: Any) -> bool:
+    """A Bash command that runs more than one command, or redirects: no pattern allows it."""
+    if tool_name != "Bash":
+        return False
+    command = subject(tool_name, tool_input)
+    return command is not None and _SHELL_CHAINING.search(command) is not None
+
+
 def evaluate(policy: AgentPolicy, tool_name: str, tool_input: Any, cwd: str | None = None) -> PolicyDecision:
     """The verdict on one call, and the rule that gave it."""
     listed = (
@@ -163,7 +177,10 @@ def evaluate(policy: AgentPolicy, tool_name: str, tool_input: Any, cwd: str | No
         *((Verdict.ALLOW, text) for text in policy.allow),
     )
     for verdict, text, origin in _candidates(listed, policy.defaults):
-        if rule_matches(parse_rule(text), tool_name, tool_input, cwd):
+        rule = parse_rule(text)
+        if verdict is Verdict.ALLOW and rule.pattern is not None and _chains_commands(tool_name, tool_input):
+            continue  # `Bash(git status*)` must not allow `git status; rm -rf ~`
+        if rule_matches(rule, tool_name, tool_input, cwd):
             return PolicyDecision(verdict=verdict, rule=f"{verdict.value} {text}{origin}")
     # No defaults and no rule matched: a person decides.
     return PolicyDecision(verdict=Verdict.ASK, rule="ask (no rule matched)")
