@@ -6,6 +6,7 @@ the policy asks a person, and the run exits and relaunches around the decision.
 
 from __future__ import annotations
 
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -15,7 +16,7 @@ from tests.agents.model_api import ModelAPI
 from tests.support import eventually
 from toolwarden.client import RunHandle, Supervisor
 from toolwarden.config import Settings
-from toolwarden.models import ApprovalRecord, AttemptOutcome, RunSpec, RunState
+from toolwarden.models import ApprovalRecord, ApprovalState, AttemptOutcome, RunSpec, RunState
 
 pytestmark = pytest.mark.usefixtures("worker")
 
@@ -94,3 +95,85 @@ async def test_reject_keeps_the_build_and_claude_gets_the_reason(
     assert (result.state, result.exit_code) == (RunState.SUCCEEDED, 0)
     assert (workdir / "build" / "out.o").exists()
     assert any("keep the build" in text for text in model_api.tool_results())
+
+
+async def test_expiry_applies_the_configured_outcome(
+    supervisor: Supervisor,
+    settings: Settings,
+    run_id: Any,
+    claude_bin: str,
+    workdir: Path,
+    claude_env: dict[str, str],
+    model_api: ModelAPI,
+) -> None:
+    spec = claude_spec(
+        settings, run_id("claude"), claude_bin, workdir, claude_env, approval_timeout=timedelta(seconds=3)
+    )
+    handle = await supervisor.start_run(spec)
+    result = await handle.result()
+    assert (result.state, result.attempt) == (RunState.SUCCEEDED, 2)  # claude's own end state
+    (approval,) = (await handle.status()).approvals
+    assert approval.state is ApprovalState.EXPIRED
+    assert (workdir / "build" / "out.o").exists()
+    assert any("expired" in text for text in model_api.tool_results())
+
+
+@pytest.mark.parametrize(
+    ("policy", "removed", "kind"),
+    [
+        ({"allow": ["Bash(rm -rf build)"]}, True, "policy_allow"),
+        ({"deny": ["Bash(rm *)"]}, False, "policy_deny"),
+    ],
+)
+async def test_policy_decides_with_no_person_asked(
+    supervisor: Supervisor,
+    settings: Settings,
+    run_id: Any,
+    claude_bin: str,
+    workdir: Path,
+    claude_env: dict[str, str],
+    model_api: ModelAPI,
+    policy: dict[str, list[str]],
+    removed: bool,
+    kind: str,
+) -> None:
+    spec = claude_spec(settings, run_id("claude"), claude_bin, workdir, claude_env, policy=policy)
+    handle = await supervisor.start_run(spec)
+    result = await handle.result()
+    assert (result.state, result.attempt) == (RunState.SUCCEEDED, 1)
+    assert (workdir / "build").exists() is not removed
+    status = await handle.status()
+    assert status.approvals == []
+    (entry,) = [e for e in status.audit if e.kind.startswith("policy_")]
+    assert entry.kind == kind and entry.detail == "Bash: rm -rf build"
+    rule = (policy.get("allow") or policy["deny"])[0]
+    assert entry.by == f"policy: {kind.removeprefix('policy_')} {rule}"
+    if not removed:
+        assert any(rule in text for text in model_api.tool_results())
+
+
+async def test_blocking_mode_holds_claude_until_the_decision(
+    supervisor: Supervisor,
+    settings: Settings,
+    run_id: Any,
+    claude_bin: str,
+    workdir: Path,
+    claude_env: dict[str, str],
+    model_api: ModelAPI,
+) -> None:
+    spec = claude_spec(settings, run_id("claude"), claude_bin, workdir, claude_env, agent_mode="block")
+    handle = await supervisor.start_run(spec)
+
+    async def waiting_alive() -> ApprovalRecord | None:
+        status = await handle.status()
+        if status.live is None or not status.pending_approvals:
+            return None
+        return status.pending_approvals[0]
+
+    approval = await eventually(waiting_alive, timeout=60, what="a blocked claude call")
+    assert approval.summary == "Bash: rm -rf build"
+    assert (workdir / "build").exists()
+    await supervisor.decide(approval.approval_id, approve=True, by="carol")
+    result = await handle.result()
+    assert (result.state, result.attempt) == (RunState.SUCCEEDED, 1)  # no relaunch
+    assert not (workdir / "build").exists()
