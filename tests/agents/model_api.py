@@ -74,15 +74,18 @@ class ModelAPI:
         self._thread.join(timeout=5)
 
     def tool_results(self) -> list[str]:
-        """Texts of every tool_result the model was sent, in order."""
+        """Texts of every tool result the model was sent (Messages or Responses API), in order."""
         with self._lock:
             bodies = list(self.requests)
         texts: list[str] = []
         for body in bodies:
-            for result in _tool_results(body):
-                text = _result_text(result)
-                if text not in texts:
-                    texts.append(text)
+            found = [_result_text(result) for result in _tool_results(body)]
+            found += [  # the Responses API (codex): *_call_output items
+                json.dumps(item.get("output"))
+                for item in body.get("input", [])
+                if isinstance(item, dict) and str(item.get("type", "")).endswith("call_output")
+            ]
+            texts.extend(text for text in found if text not in texts)
         return texts
 
     # -- the reply -----------------------------------------------------------------------
@@ -111,6 +114,32 @@ class ModelAPI:
             "stop_sequence": None,
             "usage": {"input_tokens": 10, "output_tokens": 10},
         }
+
+    def response(self, body: dict[str, Any]) -> list[dict[str, Any]]:
+        """OpenAI Responses API output items (codex): the scripted commands, then text."""
+        outputs = [
+            item for item in body.get("input", [])
+            if isinstance(item, dict) and str(item.get("type", "")).endswith("call_output")
+        ]
+        if not outputs and self.script.calls:
+            commands = [args.get("command", "") for _, args in self.script.calls]
+            names = {t.get("name") for t in body.get("tools", []) if isinstance(t, dict)}
+            if "exec_command" in names:  # plain function tools (a model codex has no metadata for)
+                return [
+                    {"type": "function_call", "call_id": f"call_{uuid.uuid4().hex[:12]}",
+                     "name": "exec_command", "status": "completed",
+                     "arguments": json.dumps({"cmd": c})}
+                    for c in commands
+                ]
+            code = "\n".join(
+                f"text(await tools.exec_command({{cmd: {json.dumps(c)}}}));" for c in commands
+            )
+            return [{"type": "custom_tool_call", "call_id": f"call_{uuid.uuid4().hex[:12]}",
+                     "name": "exec", "input": code, "status": "completed"}]
+        seen = " | ".join(json.dumps(o.get("output"))[:500] for o in outputs)
+        text = f"{self.script.final_text} Tool said: {seen}" if outputs else self.script.final_text
+        return [{"type": "message", "role": "assistant", "id": f"msg_{uuid.uuid4().hex[:12]}",
+                 "content": [{"type": "output_text", "text": text, "annotations": []}]}]
 
     def _handler(self) -> type[BaseHTTPRequestHandler]:
         api = self
@@ -142,6 +171,11 @@ class ModelAPI:
                 if path.endswith("/count_tokens"):
                     self._json(200, {"input_tokens": 10})
                     return
+                if path.endswith("/responses"):
+                    with api._lock:
+                        api.requests.append(body)
+                    self._sse_raw(b"".join(_sse(e) for e in _response_events(api.response(body))))
+                    return
                 if not path.endswith("/v1/messages"):
                     self._json(404, {"type": "error", "error": {"type": "not_found_error", "message": path}})
                     return
@@ -162,7 +196,9 @@ class ModelAPI:
                 self.wfile.write(data)
 
             def _stream(self, message: dict[str, Any]) -> None:
-                data = b"".join(_sse(event) for event in _events(message))
+                self._sse_raw(b"".join(_sse(event) for event in _events(message)))
+
+            def _sse_raw(self, data: bytes) -> None:
                 self.send_response(200)
                 self.send_header("Content-Type", "text/event-stream")
                 self.send_header("Cache-Control", "no-cache")
@@ -205,6 +241,18 @@ def _events(message: dict[str, Any]) -> Iterator[dict[str, Any]]:
         "usage": {"output_tokens": 10},
     }
     yield {"type": "message_stop"}
+
+
+def _response_events(items: list[dict[str, Any]]) -> Iterator[dict[str, Any]]:
+    """The Responses API's streaming events for one response made of `items`."""
+    response_id = f"resp_{uuid.uuid4().hex[:12]}"
+    yield {"type": "response.created", "response": {"id": response_id}}
+    for index, item in enumerate(items):
+        yield {"type": "response.output_item.added", "output_index": index, "item": item}
+        yield {"type": "response.output_item.done", "output_index": index, "item": item}
+    usage = {"input_tokens": 10, "output_tokens": 10, "total_tokens": 20,
+             "input_tokens_details": {"cached_tokens": 0}, "output_tokens_details": {"reasoning_tokens": 0}}
+    yield {"type": "response.completed", "response": {"id": response_id, "usage": usage, "output": items}}
 
 
 if __name__ == "__main__":  # run by hand: python tests/agents/model_api.py

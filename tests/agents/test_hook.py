@@ -174,3 +174,22 @@ async def test_codex_answers_in_its_permission_request_shape(supervisor: Supervi
         }
     }
     assert supervisor.calls[-1].wait is True and supervisor.calls[-1].agent == "codex"
+
+
+async def test_codex_pre_tool_use_says_nothing_to_allow_and_denies_with_a_reason(
+    supervisor: Supervisor,
+) -> None:
+    codex_call = {"hook_event_name": "PreToolUse", "tool_name": "Bash", "tool_use_id": "call_1",
+                  "tool_input": {"command": "touch x"}}
+    supervisor.handler = decided(True)
+    _, out, _ = await run_hook(json.dumps(codex_call).encode(), "codex", socket_path=supervisor.channel.path)
+    assert out == {}
+    supervisor.handler = decided(False, "not here")
+    _, out, _ = await run_hook(json.dumps(codex_call).encode(), "codex", socket_path=supervisor.channel.path)
+    assert out["hookSpecificOutput"] == {
+        "hookEventName": "PreToolUse",
+        "permissionDecision": "deny",
+        "permissionDecisionReason": "toolwarden: rejected by alice: not here",
+    }
+    _, out, _ = await run_hook(b"garbage", "codex", socket_path=supervisor.channel.path)
+    assert out["hookSpecificOutput"]["permissionDecision"] == "deny"

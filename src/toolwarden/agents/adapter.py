@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from toolwarden import protocol
-from toolwarden.agents import claude, policy
+from toolwarden.agents import claude, codex, policy
 from toolwarden.models import (
     AgentCallRecord,
     AgentKind,
@@ -26,6 +26,8 @@ def launch_argv(spec: RunSpec, resume_session: str | None) -> list[str]:
     """The agent's argv with our hook installed (and the session resumed after a decision)."""
     if spec.agent is AgentKind.CLAUDE:
         return claude.launch_argv(spec.argv, spec, resume=resume_session)
+    if spec.agent is AgentKind.CODEX:
+        return codex.launch_argv(spec.argv, spec)
     return list(spec.argv)
 
 

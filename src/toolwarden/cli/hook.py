@@ -167,16 +167,20 @@ def _from_decision(decision: Any) -> Answer:
     return Answer("deny", f"toolwarden: {decision.outcome}{by}{reason}")
 
 
-def decide(agent: str, *, wait: bool, timeout: float) -> Answer:
-    """The whole hook: read, ask, answer; never raises."""
+def decide(agent: str, *, wait: bool, timeout: float) -> tuple[Answer, str | None]:
+    """The whole hook: read, ask, answer (and the input's hook event); never raises."""
     deadline = time.monotonic() + max(1.0, timeout)
+    event: str | None = None
     try:
         data = parse_input(_read_stdin(deadline))
-        return ask_supervisor(agent, data, wait=wait, deadline=deadline)
+        found = data.get("hook_event_name")
+        event = found if isinstance(found, str) else None
+        return ask_supervisor(agent, data, wait=wait, deadline=deadline), event
     except HookFailure as exc:
-        return Answer("deny", f"toolwarden: denied: {exc}")
+        return Answer("deny", f"toolwarden: denied: {exc}"), event
     except Exception as exc:  # a bug here must not let the call through: deny, say why
-        return Answer("deny", f"toolwarden: denied: internal error in the hook: {type(exc).__name__}: {exc}")
+        text = f"toolwarden: denied: internal error in the hook: {type(exc).__name__}: {exc}"
+        return Answer("deny", text), event
 
 
 def claude_output(answer: Answer) -> dict[str, Any]:
@@ -189,12 +193,21 @@ def claude_output(answer: Answer) -> dict[str, Any]:
     }
 
 
-def codex_output(answer: Answer) -> dict[str, Any]:
-    behavior = "allow" if answer.behavior == "allow" else "deny"
+def codex_output(answer: Answer, event: str) -> dict[str, Any]:
+    """Codex's answer for the event it ran us on (PreToolUse in `codex exec`)."""
+    allowed = answer.behavior == "allow"
+    if event == "PermissionRequest":
+        decision = {"behavior": "allow" if allowed else "deny", "message": answer.reason}
+        return {"hookSpecificOutput": {"hookEventName": event, "decision": decision}}
+    if allowed:
+        # Codex 0.171.0 reports `permissionDecision: allow` from PreToolUse as a failed hook
+        # (and runs the command anyway); saying nothing is how a PreToolUse hook lets it run.
+        return {}
     return {
         "hookSpecificOutput": {
-            "hookEventName": "PermissionRequest",
-            "decision": {"behavior": behavior, "message": answer.reason},
+            "hookEventName": "PreToolUse",
+            "permissionDecision": "deny",
+            "permissionDecisionReason": answer.reason,
         }
     }
 
@@ -210,14 +223,14 @@ def hook() -> None:
 @click.option("--block", is_flag=True, help="Wait for the decision instead of answering defer.")
 def claude(timeout: float, block: bool) -> None:
     """Claude Code's PreToolUse hook: allow, deny, or defer until a person decides."""
-    answer = decide("claude", wait=block, timeout=timeout)
+    answer, _ = decide("claude", wait=block, timeout=timeout)
     click.echo(json.dumps(claude_output(answer)))
 
 
 @hook.command("codex")
 @click.option("--timeout", type=click.FloatRange(min=1.0), default=590.0, show_default=True,
-              help="Answer within this many seconds (codex's hook timeout is 600 s).")
+              help="Answer within this many seconds (codex's default hook timeout is 600 s).")
 def codex(timeout: float) -> None:
-    """Codex's PermissionRequest hook: waits for the decision (codex cannot defer)."""
-    answer = decide("codex", wait=True, timeout=timeout)
-    click.echo(json.dumps(codex_output(answer)))
+    """Codex's PreToolUse (or PermissionRequest) hook: waits for the decision."""
+    answer, event = decide("codex", wait=True, timeout=timeout)
+    click.echo(json.dumps(codex_output(answer, event or "PreToolUse")))
