@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from tests.agents.model_api import ModelAPI
+from tests.agents.model_api import ModelAPI, Script
 from tests.support import eventually
 from toolwarden.client import RunHandle, Supervisor
 from toolwarden.config import Settings
@@ -177,3 +177,34 @@ async def test_blocking_mode_holds_claude_until_the_decision(
     result = await handle.result()
     assert (result.state, result.attempt) == (RunState.SUCCEEDED, 1)  # no relaunch
     assert not (workdir / "build").exists()
+
+
+async def test_a_second_call_in_the_same_turn_blocks_instead_of_deferring(
+    supervisor: Supervisor,
+    settings: Settings,
+    run_id: Any,
+    claude_bin: str,
+    workdir: Path,
+    claude_env: dict[str, str],
+    model_api: ModelAPI,
+) -> None:
+    # Claude keeps only one deferred call per exit, so the second one must wait on the socket.
+    model_api.script = Script(calls=[("Bash", {"command": "touch one"}), ("Bash", {"command": "touch two"})])
+    spec = claude_spec(settings, run_id("claude"), claude_bin, workdir, claude_env)
+    handle = await supervisor.start_run(spec)
+
+    async def both_asked() -> list[ApprovalRecord] | None:
+        status = await handle.status()
+        pending = status.pending_approvals
+        return pending if len(pending) == 2 and status.live is not None else None
+
+    first, second = await eventually(both_asked, timeout=60, what="two calls, the second blocking")
+    assert (first.summary, second.summary) == ("Bash: touch one", "Bash: touch two")
+    await supervisor.decide(second.approval_id, approve=True, by="alice")
+    await eventually(lambda: (workdir / "two").exists(), timeout=60, what="the blocked call ran")
+    parked = await parked_approval(handle)  # then claude exits with the first call deferred
+    assert parked.approval_id == first.approval_id
+    await supervisor.decide(first.approval_id, approve=True, by="alice")
+    result = await handle.result()
+    assert (result.state, result.attempt) == (RunState.SUCCEEDED, 2)
+    assert (workdir / "one").exists()

@@ -27,8 +27,9 @@ def test_launch_adds_our_settings_and_keeps_the_users_flags() -> None:
     assert launched[3:] == argv[1:]
     hook = hook_of(launched[2])
     assert hook["type"] == "command"
-    assert hook["command"] == "toolwarden hook claude --timeout 50"
-    assert hook["timeout"] == 60
+    # Long even when deferring: a second call in the same turn blocks (the fallback).
+    assert hook["command"] == f"toolwarden hook claude --timeout {24 * 3600 - 10}"
+    assert hook["timeout"] == 24 * 3600
 
 
 def test_resume_drops_the_prompt_and_resumes_the_session() -> None:

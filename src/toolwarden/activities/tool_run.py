@@ -363,10 +363,14 @@ class ToolActivities:
             assert screened.decision is not None
             return screened.decision
 
+        # Claude keeps one deferred call per exit: a second call deferred in the same turn would
+        # be dropped. So once a call is deferred, later ones block (the hook keeps waiting).
+        defer = not call.wait and not (state.deferred - state.decided)
+
         def pending(approval_id: str, expires_at: datetime) -> None:
-            if not call.wait:  # the hook hangs up and the agent exits: relaunch on the decision
+            if defer:  # the hook hangs up and the agent exits: relaunch on the decision
                 state.deferred.add(ask.key)
-            notify_pending(approval_id, expires_at)
+                notify_pending(approval_id, expires_at)
 
         return await self._ask_workflow(workflow, state, ask, pending)
 

@@ -28,7 +28,7 @@ from toolwarden.agents import policy
 from toolwarden.models import AgentMode, ApprovalAsk, RunSpec
 
 HOOK_COMMAND = "toolwarden hook claude"
-# A deferring hook answers within a socket round trip; this only bounds a wedged supervisor.
+# The shortest hook timeout we inject (agent_hook_timeout is normally far longer).
 DEFER_HOOK_TIMEOUT = timedelta(seconds=60)
 # The hook answers this long before claude would kill it (claude fails open on a timeout).
 HOOK_MARGIN = timedelta(seconds=10)
@@ -50,10 +50,12 @@ _UNSAFE_KEY_CHARS = re.compile(r"[^A-Za-z0-9._:-]+")
 
 
 def hook_timeout(spec: RunSpec) -> timedelta:
-    """The hook's `timeout` in the injected settings: short to defer, long to block."""
-    if spec.agent_mode is AgentMode.BLOCK:
-        return max(spec.agent_hook_timeout, DEFER_HOOK_TIMEOUT)
-    return DEFER_HOOK_TIMEOUT
+    """The hook's `timeout` in the injected settings: long, for the blocking fallback.
+
+    A deferring hook answers within a round trip, but a second call deferred in the same turn
+    would be dropped by claude, so the supervisor makes that one block; it needs the time.
+    """
+    return max(spec.agent_hook_timeout, DEFER_HOOK_TIMEOUT)
 
 
 def settings_document(spec: RunSpec) -> str:

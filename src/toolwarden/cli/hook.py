@@ -129,9 +129,10 @@ def _await_reply(sock: socket.socket, request_id: str, *, wait: bool, deadline: 
                     "decide it, then resume the run"
                 )
             raise HookFailure("no answer from the supervisor within the hook's timeout")
-        if pending is not None and now >= next_beat:
+        if now >= next_beat:
             # A blocking wait shows as alive; hang detection already ignores a pending approval.
-            sock.sendall(protocol.encode_heartbeat(None, f"waiting for {pending.approval_id}"))
+            what = pending.approval_id if pending is not None else "a decision"
+            sock.sendall(protocol.encode_heartbeat(None, f"waiting for {what}"))
             next_beat = now + protocol.DEFAULT_HEARTBEAT_INTERVAL
         sock.settimeout(max(0.05, min(deadline, next_beat) - now))
         try:
