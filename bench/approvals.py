@@ -58,6 +58,7 @@ from toolwarden.client import RunHandle, Supervisor
 from toolwarden.config import Settings
 from toolwarden.models import RunState
 from toolwarden.worker.runner import build_worker
+from toolwarden.workflows import APPROVE_SIGNAL, DECIDE_UPDATE, WAIT_DECISION_UPDATE
 
 KEY = "k"
 METHODS = ("toolwarden", "python", "floor", "go")
@@ -141,10 +142,10 @@ def decision_reached(events: list[HistoryEvent]) -> tuple[float, float] | None:
             scheduled = _event_seconds(event)
         if (
             event.event_type == EventType.EVENT_TYPE_WORKFLOW_EXECUTION_SIGNALED
-            and event.workflow_execution_signaled_event_attributes.signal_name == "approve"
+            and event.workflow_execution_signaled_event_attributes.signal_name == APPROVE_SIGNAL
         ):
             return _event_seconds(event), _event_seconds(event)
-        if is_update(event, "decide"):
+        if is_update(event, DECIDE_UPDATE):
             recorded = _event_seconds(event)
             return recorded, scheduled if scheduled is not None else recorded
     return None
@@ -153,7 +154,7 @@ def decision_reached(events: list[HistoryEvent]) -> tuple[float, float] | None:
 async def waiting(server: BenchServer, run_id: str) -> bool:
     """The tool is blocked on the decision: the `wait_decision` update has been accepted."""
     handle = server.client.get_workflow_handle(run_id)
-    return any(is_update(e, "wait_decision") for e in await history_events(handle))
+    return any(is_update(e, WAIT_DECISION_UPDATE) for e in await history_events(handle))
 
 
 async def read_stamp(path: Path) -> float | None:

@@ -57,12 +57,12 @@ from toolwarden.models import (
     AttemptOutcome,
     AttemptResult,
     LiveDetails,
-    MirrorUpdate,
     RunEvent,
     RunResult,
     RunSpec,
     RunState,
     RunStatus,
+    RunUpdate,
 )
 from toolwarden.worker.runner import build_worker
 
@@ -205,7 +205,7 @@ def spec_for(run_id: str) -> RunSpec:
     )
 
 
-def start_update(run_id: str, at: datetime) -> MirrorUpdate:
+def start_update(run_id: str, at: datetime) -> RunUpdate:
     spec = spec_for(run_id)
     status = RunStatus(
         run_id=run_id,
@@ -221,10 +221,10 @@ def start_update(run_id: str, at: datetime) -> MirrorUpdate:
         RunEvent(seq=1, at=at, kind="started", data={"attempt": 0}),
         RunEvent(seq=2, at=at, kind="attempt_started", data={"attempt": 1, "pid": 1000}),
     ]
-    return MirrorUpdate(status=status, events=events)
+    return RunUpdate(status=status, events=events)
 
 
-def end_update(run_id: str, started: datetime, at: datetime) -> MirrorUpdate:
+def end_update(run_id: str, started: datetime, at: datetime) -> RunUpdate:
     update = start_update(run_id, started)
     update.status.state = RunState.SUCCEEDED
     update.status.updated_at = update.status.ended_at = at

@@ -1,4 +1,4 @@
-"""The pure rules of the vocabulary: when an attempt ends a run, and the end it projects."""
+"""The end of a run as the activity projects it (`closing_projection`)."""
 
 from __future__ import annotations
 
@@ -6,18 +6,17 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
+from toolwarden.activities.tool_run import closing_projection
 from toolwarden.models import (
     ApprovalRecord,
     ApprovalState,
     AttemptOutcome,
     AttemptResult,
-    MirrorUpdate,
     RunEvent,
     RunSpec,
     RunState,
     RunStatus,
-    closing_projection,
-    ending_state,
+    RunUpdate,
 )
 
 T0 = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
@@ -32,8 +31,8 @@ def result(outcome: AttemptOutcome, exit_code: int | None = 0) -> AttemptResult:
     return AttemptResult(attempt=1, outcome=outcome, exit_code=exit_code, ended_at=ENDED)
 
 
-def start(retries: int = 0, retry_count: int = 0, **status: object) -> MirrorUpdate:
-    return MirrorUpdate(
+def start(retries: int = 0, retry_count: int = 0, **status: object) -> RunUpdate:
+    return RunUpdate(
         status=RunStatus(
             run_id="r-1",
             tool_name="lint",
@@ -51,25 +50,6 @@ def start(retries: int = 0, retry_count: int = 0, **status: object) -> MirrorUpd
             RunEvent(seq=2, at=T0, kind="attempt_started", data={"attempt": 1}),
         ],
     )
-
-
-@pytest.mark.parametrize(
-    ("outcome", "retries", "retry_count", "expected"),
-    [
-        (AttemptOutcome.SUCCEEDED, 3, 0, RunState.SUCCEEDED),
-        (AttemptOutcome.FAILED, 0, 0, RunState.FAILED),
-        (AttemptOutcome.FAILED, 2, 1, None),  # a retry is left
-        (AttemptOutcome.FAILED, 2, 2, RunState.FAILED),
-        (AttemptOutcome.HUNG, 1, 0, None),
-        (AttemptOutcome.TIMED_OUT, 5, 0, RunState.TIMED_OUT),  # never retried
-        (AttemptOutcome.FAILED_TO_START, 5, 0, RunState.FAILED_TO_START),
-        (AttemptOutcome.AWAITING_DECISION, 0, 0, None),
-    ],
-)
-def test_ending_state(
-    outcome: AttemptOutcome, retries: int, retry_count: int, expected: RunState | None
-) -> None:
-    assert ending_state(spec(retries), retry_count, result(outcome)) is expected
 
 
 def test_closing_projection_ends_the_run_on_the_next_event_numbers() -> None:

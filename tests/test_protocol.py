@@ -194,12 +194,12 @@ def test_decision_from_the_shared_model() -> None:
     wire = json.loads(raw)
     assert wire["v"] == 1 and wire["type"] == "decision" and wire["id"] == "c9"
     reply = parse_reply(raw)
-    assert isinstance(reply, protocol.DecisionReply)
-    assert reply.decision == protocol.Decision(
+    assert isinstance(reply, protocol.DecisionMessage)
+    assert reply.decision == protocol.DecisionReply(
         "deploy", "approved", True, "alice", "ok", {"branch": "main", "ünï": "cødé"}, decided
     )
     # to_json / from_json is the shape of TOOLWARDEN_RESUME entries
-    assert protocol.Decision.from_json(reply.decision.to_json()) == reply.decision
+    assert protocol.DecisionReply.from_json(reply.decision.to_json()) == reply.decision
     # encode_decision also accepts the model's python dump (enums, datetimes)
     assert parse_reply(protocol.encode_decision("c9", model.model_dump())) == reply
 

@@ -178,7 +178,7 @@ def test_resume_decisions(monkeypatch: pytest.MonkeyPatch, unsupervised: None) -
     monkeypatch.setenv(protocol.ENV_RESUME, json.dumps(resume))
     decisions = tool.resume_decisions()
     assert list(decisions) == ["deploy"]
-    assert decisions["deploy"] == tool.Decision(
+    assert decisions["deploy"] == tool.DecisionReply(
         "deploy", "approved", True, "alice", None, {"branch": "main"}, DECIDED_AT
     )
     # A decided key answers at once, even without a supervisor.

@@ -20,7 +20,7 @@ its task is cancelled by `close()`. Cancelling `on_request` means only "nobody i
 this socket any more": the handler must not treat it as cancelling the approval itself.
 
 The channel never raises into the activity because of what a tool sends: bad lines get an
-`error` reply (and `on_protocol_error`), the connection stays open.
+`error` reply (and a log line), the connection stays open.
 
 This module must not import temporalio.
 """
@@ -99,7 +99,6 @@ class ToolChannel:
         heartbeat_interval: float,
         on_heartbeat: Callable[[float | None, str | None], None],
         on_request: RequestHandler,
-        on_protocol_error: Callable[[str], None] | None = None,
         on_agent_call: AgentCallHandler | None = None,
     ) -> None:
         self._path = Path(path)
@@ -108,7 +107,6 @@ class ToolChannel:
         self._heartbeat_interval = heartbeat_interval
         self._on_heartbeat = on_heartbeat
         self._on_request = on_request
-        self._on_protocol_error = on_protocol_error
         self._on_agent_call = on_agent_call
         self._server: asyncio.AbstractServer | None = None
         self._inode: int | None = None
@@ -289,13 +287,10 @@ class ToolChannel:
 
     def _refuse(self, conn: _Connection, violation: protocol.ProtocolViolation) -> None:
         conn.send(protocol.encode_error(violation.code, violation.message, violation.request_id))
-        text = f"{violation.code}: {violation.message}"
-        log.info("run %s attempt %s: protocol error: %s", self._run_id, self._attempt, text)
-        if self._on_protocol_error is not None:
-            try:
-                self._on_protocol_error(text)
-            except Exception:
-                log.exception("on_protocol_error callback failed")
+        log.info(
+            "run %s attempt %s: protocol error: %s: %s",
+            self._run_id, self._attempt, violation.code, violation.message,
+        )
 
     def _handle_line(self, line: bytes, conn: _Connection) -> None:
         if not line.strip():

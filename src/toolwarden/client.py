@@ -4,19 +4,25 @@
     handle = await sup.start_run(settings.run_spec(run_id=new_run_id("lint"), argv=["ruff", "."]))
     result = await handle.result()
 
-The CLI and the TUI are thin layers over this module.
+The CLI, the TUI and the HTTP API are thin layers over this module. Deciding an approval goes
+through `Supervisor.decide` only: it checks the allowlist, maps every refusal to one
+`DecisionRefused` with a `RefusalReason`, and queues the decision when no worker answers.
 """
 
 from __future__ import annotations
 
 import asyncio
+import functools
+import getpass
+import json
 import logging
 import os
 import re
 import secrets
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
+from enum import StrEnum
 from typing import Any, NoReturn
 
 from pydantic import JsonValue
@@ -41,7 +47,9 @@ from temporalio.runtime import PrometheusConfig, Runtime, TelemetryConfig
 from temporalio.service import RPCError, RPCStatusCode
 
 from toolwarden.config import Settings, load_settings
+from toolwarden.errors import one_line
 from toolwarden.models import (
+    ApprovalRecord,
     ApprovalState,
     DecideRequest,
     DecideResult,
@@ -60,12 +68,15 @@ from toolwarden.models import (
 from toolwarden.workflows import (
     APPROVAL_STATE,
     APPROVE_SIGNAL,
+    APPROVER_NOT_ALLOWED,
     DECIDE_UPDATE,
     EVENTS_QUERY,
     REJECT_SIGNAL,
+    RUN_ENDED,
     RUN_STATE,
     STATUS_QUERY,
     TOOL_NAME,
+    UNKNOWN_APPROVAL,
     WORKFLOW_NAME,
 )
 
@@ -93,8 +104,93 @@ class DuplicateRun(SupervisorError):
     pass
 
 
-class ApprovalError(SupervisorError):
-    pass
+class RefusalReason(StrEnum):
+    """Why a decision did not take effect; the HTTP API maps each to a status code."""
+
+    UNKNOWN = "unknown"  # no such run or approval, or a malformed approval id
+    NOT_ALLOWED = "not_allowed"  # the decider may not decide this approval
+    ALREADY_DECIDED = "already_decided"  # someone (or the expiry timer) decided it first
+    RUN_ENDED = "run_ended"  # the run is over; its approvals can no longer change
+
+
+class DecisionRefused(SupervisorError):
+    """A decision that did not take effect; `str()` is one line, e.g. "x/k is already approved
+    by alice". `approval` is the approval as it stands, when the workflow said."""
+
+    def __init__(
+        self, reason: RefusalReason, message: str, approval: ApprovalRecord | None = None
+    ) -> None:
+        super().__init__(message)
+        self.reason = reason
+        self.approval = approval
+
+
+class InvalidResponse(ValueError):
+    """The response given with a decision is not JSON."""
+
+
+# moves to workflows/rules.py
+def approver_refusal(approvers: Sequence[str], by: str | None) -> str | None:
+    """Why `by` may not decide under the allowlist `approvers` (empty: anyone may), or None."""
+    if approvers and (by or "") not in approvers:
+        return f"{by or 'anonymous'} is not an allowed approver"
+    return None
+
+
+def decided_text(record: ApprovalRecord) -> str:
+    """How a closed approval reads in one line: `approved by alice`, `expired`."""
+    return record.state.value + (f" by {record.decided_by}" if record.decided_by else "")
+
+
+def parse_response(text: str | None) -> JsonValue:
+    """The response a decider hands the tool: empty means none; anything else must be JSON."""
+    if text is None or not text.strip():
+        return None
+    try:
+        value: JsonValue = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise InvalidResponse(f"not valid JSON: {exc.msg} (column {exc.colno})") from exc
+    return value
+
+
+def os_user() -> str:
+    """Who is deciding from this terminal: the CLI and the TUI decide as the OS user."""
+    try:
+        return getpass.getuser()
+    except Exception:  # no passwd entry in some containers
+        return "unknown"
+
+
+def approvals_of(status: RunStatus, *, include_decided: bool = False) -> list[PendingApproval]:
+    """One run's approvals as rows of the approvals list (pending ones only, by default)."""
+    records = status.approvals if include_decided else status.pending_approvals
+    return [
+        PendingApproval(approval=a, tool_name=status.tool_name, run_state=status.state)
+        for a in records
+    ]
+
+
+def oldest_first(rows: Iterable[PendingApproval]) -> list[PendingApproval]:
+    return sorted(rows, key=lambda p: (p.approval.requested_at, p.approval.approval_id))
+
+
+def assemble_approvals(
+    run_ids: Iterable[str],
+    statuses: Mapping[str, RunStatus],
+    *,
+    include_decided: bool = False,
+    rows_of: Callable[[RunStatus], list[PendingApproval]] | None = None,
+) -> list[PendingApproval]:
+    """The approvals list, oldest first, from the runs that have approvals and whatever of their
+    statuses is known. `rows_of` may stand in for `approvals_of` (the TUI caches its rows)."""
+    if rows_of is None:
+        rows_of = functools.partial(approvals_of, include_decided=include_decided)
+    return oldest_first(
+        row
+        for run_id in run_ids
+        if (status := statuses.get(run_id)) is not None
+        for row in rows_of(status)
+    )
 
 
 def exit_process(code: int) -> NoReturn:
@@ -224,6 +320,31 @@ class RunHandle:
         result: RunStatus = status
         return result
 
+    async def spec(self) -> RunSpec:
+        """The run's spec as it was started, read from its history: no worker needed."""
+        from temporalio.api.common.v1 import WorkflowExecution
+        from temporalio.api.workflowservice.v1 import GetWorkflowExecutionHistoryRequest
+
+        client = self.supervisor.client
+        request = GetWorkflowExecutionHistoryRequest(
+            namespace=client.namespace,
+            execution=WorkflowExecution(workflow_id=self.run_id),
+            maximum_page_size=1,
+        )
+        try:
+            response = await client.workflow_service.get_workflow_execution_history(
+                request, timeout=QUERY_TIMEOUT
+            )
+        except RPCError as exc:
+            if _not_found(exc):
+                raise UnknownRun(f"unknown run {self.run_id}") from exc
+            raise
+        started = response.history.events[0].workflow_execution_started_event_attributes
+        (spec,) = await client.data_converter.decode(started.input.payloads, [RunSpec])
+        if not isinstance(spec, RunSpec):
+            raise TypeError(f"run {self.run_id} was not started with a RunSpec")
+        return spec
+
     async def events(self) -> list[RunEvent]:
         try:
             events: list[RunEvent] = await self._handle.query(
@@ -286,24 +407,30 @@ class RunHandle:
         reason: str | None = None,
         response: JsonValue = None,
     ) -> DecideResult:
+        """Decide, through `Supervisor.decide` (which checks the allowlist first)."""
         request = DecideRequest(key=key, approve=approve, by=by, reason=reason, response=response)
         try:
             decided: DecideResult = await self._handle.execute_update(
                 DECIDE_UPDATE, request, result_type=DecideResult, rpc_timeout=DECIDE_TIMEOUT
             )
-            return decided
         except WorkflowUpdateRPCTimeoutOrCancelledError as exc:
             if isinstance(exc.__cause__, asyncio.CancelledError):
                 raise
             # An update needs a worker to land; a signal is durable without one.
             return await self._queue_decision(request)
         except WorkflowUpdateFailedError as exc:
-            cause = exc.cause
-            message = cause.message if isinstance(cause, ApplicationError) else str(cause)
-            raise ApprovalError(message) from exc
+            raise _update_refusal(exc) from exc
         except RPCError as exc:
             # A closed run rejects updates; say what became of the approval instead.
-            raise ApprovalError(await self._closed_approval(key)) from exc
+            raise await self._closed_approval(key) from exc
+        if not decided.took_effect and decided.approval is not None:
+            record = decided.approval
+            raise DecisionRefused(
+                RefusalReason.ALREADY_DECIDED,
+                f"{record.approval_id} is already {decided_text(record)}",
+                record,
+            )
+        return decided
 
     async def _queue_decision(self, request: DecideRequest) -> DecideResult:
         signal = DecisionSignal(
@@ -312,7 +439,7 @@ class RunHandle:
         try:
             await self._handle.signal(APPROVE_SIGNAL if request.approve else REJECT_SIGNAL, signal)
         except RPCError as exc:
-            raise ApprovalError(await self._closed_approval(request.key)) from exc
+            raise await self._closed_approval(request.key) from exc
         verb = "approval" if request.approve else "rejection"
         return DecideResult(
             took_effect=False,
@@ -325,19 +452,41 @@ class RunHandle:
             ),
         )
 
-    async def _closed_approval(self, key: str) -> str:
+    async def _closed_approval(self, key: str) -> DecisionRefused:
         try:
             status = await self.status()
         except UnknownRun:
-            return f"unknown run {self.run_id}"
+            return DecisionRefused(RefusalReason.UNKNOWN, f"unknown run {self.run_id}")
         record = next((a for a in status.approvals if a.key == key), None)
         if record is None:
-            return f"unknown approval {self.run_id}/{key} (run {status.state.value})"
-        by = f" by {record.decided_by}" if record.decided_by else ""
-        return (
-            f"{record.approval_id} is already {record.state.value}{by}; "
-            f"run {self.run_id} has ended ({status.state.value})"
+            return DecisionRefused(
+                RefusalReason.UNKNOWN,
+                f"unknown approval {self.run_id}/{key} (run {status.state.value})",
+            )
+        return DecisionRefused(
+            RefusalReason.RUN_ENDED,
+            f"{record.approval_id} is already {decided_text(record)}; "
+            f"run {self.run_id} has ended ({status.state.value})",
+            record,
         )
+
+
+_REFUSAL_OF_ERROR_TYPE = {
+    UNKNOWN_APPROVAL: RefusalReason.UNKNOWN,
+    APPROVER_NOT_ALLOWED: RefusalReason.NOT_ALLOWED,
+    RUN_ENDED: RefusalReason.RUN_ENDED,
+}
+
+
+def _update_refusal(exc: WorkflowUpdateFailedError) -> SupervisorError:
+    """The workflow's validator refused the update: one line, and why, when it says."""
+    cause = exc.cause
+    if not isinstance(cause, ApplicationError):
+        return SupervisorError(str(cause))
+    reason = _REFUSAL_OF_ERROR_TYPE.get(cause.type or "")
+    if reason is None:
+        return SupervisorError(cause.message)
+    return DecisionRefused(reason, cause.message)
 
 
 class Supervisor:
@@ -390,9 +539,12 @@ class Supervisor:
         tool: str | None = None,
         approval_state: ApprovalState | None = None,
         running_only: bool = False,
+        with_approvals: bool = False,
         limit: int | None = 100,
     ) -> list[RunSummary]:
         clauses = [f"WorkflowType = '{WORKFLOW_TYPE}'"]
+        if with_approvals:
+            clauses.append(f"{APPROVAL_STATE.name} IS NOT NULL")
         if state is not None:
             clauses.append(f"{RUN_STATE.name} = '{state.value}'")
         if tool is not None:
@@ -421,28 +573,34 @@ class Supervisor:
             )
         return rows
 
-    async def pending_approvals(self) -> PendingApprovals:
+    async def pending_approvals(self, include_decided: bool = False) -> PendingApprovals:
         """Every pending approval of every running run, oldest first, and the runs that are
-        waiting for a person but cannot say for what now (no worker answers their queries)."""
-        runs = await self.list_runs(
-            approval_state=ApprovalState.PENDING, running_only=True, limit=None
-        )
-        statuses = await asyncio.gather(
+        waiting for a person but cannot say for what now (no worker answers their queries).
+
+        With `include_decided`, every approval of the most recent runs that asked for one,
+        open or ended, whatever became of it.
+        """
+        if include_decided:
+            runs = await self.list_runs(with_approvals=True)
+        else:
+            runs = await self.list_runs(
+                approval_state=ApprovalState.PENDING, running_only=True, limit=None
+            )
+        answers = await asyncio.gather(
             *(self.get_run(r.run_id).status() for r in runs), return_exceptions=True
         )
-        rows: list[PendingApproval] = []
+        statuses: dict[str, RunStatus] = {}
         unanswered: list[str] = []
-        for run, status in zip(runs, statuses, strict=True):
-            if isinstance(status, RunStatus):
-                rows += [
-                    PendingApproval(approval=a, tool_name=status.tool_name, run_state=status.state)
-                    for a in status.pending_approvals
-                ]
-            elif not isinstance(status, Exception):
-                raise status  # cancellation, not an answer
-            elif not isinstance(status, UnknownRun):  # a run deleted since the listing is gone
+        for run, answer in zip(runs, answers, strict=True):
+            if isinstance(answer, RunStatus):
+                statuses[run.run_id] = answer
+            elif not isinstance(answer, Exception):
+                raise answer  # cancellation, not an answer
+            elif not isinstance(answer, UnknownRun):  # a run deleted since the listing is gone
                 unanswered.append(run.run_id)
-        rows.sort(key=lambda p: p.approval.requested_at)
+        rows = assemble_approvals(
+            (r.run_id for r in runs), statuses, include_decided=include_decided
+        )
         return PendingApprovals(approvals=rows, unanswered_runs=unanswered)
 
     async def decide(
@@ -453,14 +611,51 @@ class Supervisor:
         by: str,
         reason: str | None = None,
         response: JsonValue = None,
+        acting_user: str | None = None,
     ) -> DecideResult:
+        """Approve or reject `approval_id` (RUN/KEY) as `by`.
+
+        Returns the applied decision, or a queued one when no worker answers (it applies when
+        one picks the run up). Raises `DecisionRefused` when it cannot take effect.
+
+        `acting_user` is the OS user of a local face (CLI, TUI), whose `by` is only a claim:
+        while an allowlist applies to the run, such a decider may decide only as itself. The
+        allowlist holds only as far as access to Temporal is restricted (docs/guide.md).
+        """
         try:
             run_id, key = split_approval_id(approval_id)
         except ValueError as exc:
-            raise ApprovalError(str(exc)) from exc
-        return await self.get_run(run_id).decide(
-            key, approve=approve, by=by, reason=reason, response=response
+            raise DecisionRefused(RefusalReason.UNKNOWN, str(exc)) from exc
+        # The workflow enforces the allowlist too; checking here gives the reason in one line,
+        # also when no worker answers and the decision would go as a signal.
+        refusal = approver_refusal(self.settings.approvals.approvers, by)
+        if refusal is not None:
+            raise DecisionRefused(RefusalReason.NOT_ALLOWED, refusal)
+        run = self.get_run(run_id)
+        if acting_user is not None and by != acting_user:
+            await self._refuse_impersonation(run, by, acting_user)
+        return await run.decide(key, approve=approve, by=by, reason=reason, response=response)
+
+    async def _refuse_impersonation(self, run: RunHandle, by: str, acting_user: str) -> None:
+        refused = DecisionRefused(
+            RefusalReason.NOT_ALLOWED,
+            f"{acting_user} may not decide as {by}: an approver allowlist applies, so a local "
+            "decision is made as the OS user (drop --by)",
         )
+        if self.settings.approvals.approvers:
+            raise refused
+        try:
+            spec = await run.spec()
+        except UnknownRun as exc:
+            raise DecisionRefused(RefusalReason.UNKNOWN, str(exc)) from exc
+        except (RPCError, ValueError, TypeError, IndexError) as exc:
+            raise DecisionRefused(
+                RefusalReason.NOT_ALLOWED,
+                f"cannot tell whether an allowlist applies to run {run.run_id}, so {acting_user} "
+                f"may not decide as {by} ({one_line(exc)})",
+            ) from exc
+        if spec.approvers:
+            raise refused
 
     def web_ui_url(self, run_id: str) -> str:
         ns = self.settings.temporal.namespace
@@ -480,10 +675,3 @@ def _status_state(status: WorkflowExecutionStatus | None, raw: Any) -> RunState 
         return RunState.FAILED
     return None
 
-
-def summarize(runs: Sequence[RunSummary]) -> dict[str, int]:
-    counts: dict[str, int] = {}
-    for run in runs:
-        key = run.state.value if run.state else run.status
-        counts[key] = counts.get(key, 0) + 1
-    return counts

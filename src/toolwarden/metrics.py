@@ -42,7 +42,7 @@ from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
 from toolwarden import __version__
-from toolwarden.models import ApprovalState, AttemptOutcome, MirrorUpdate, RunState
+from toolwarden.models import ApprovalState, AttemptOutcome, RunState, RunUpdate
 
 # The `*_created` companion series double the series count for no use here.
 disable_created_metrics()  # type: ignore[no-untyped-call]
@@ -170,7 +170,7 @@ def _bounded(value: object, allowed: frozenset[str]) -> str:
     return value if isinstance(value, str) and value in allowed else UNKNOWN
 
 
-def _new_events(update: MirrorUpdate) -> list[int]:
+def _new_events(update: RunUpdate) -> list[int]:
     """Indexes of the events of `update` not counted yet (by their workflow-assigned seq)."""
     run_id = update.status.run_id
     with _lock:
@@ -184,7 +184,7 @@ def _new_events(update: MirrorUpdate) -> list[int]:
     return fresh
 
 
-def observe_update(update: MirrorUpdate) -> None:
+def observe_update(update: RunUpdate) -> None:
     """Count the events of one workflow projection (the run's tool labels every series).
 
     Events already counted for this run (same or lower `seq`) are ignored, so handing the same
@@ -215,7 +215,7 @@ def observe_update(update: MirrorUpdate) -> None:
     _track_pending(update, tool)
 
 
-def _track_pending(update: MirrorUpdate, tool: str) -> None:
+def _track_pending(update: RunUpdate, tool: str) -> None:
     status = update.status
     pending = [
         (a.requested_at, a.expires_at)
@@ -277,14 +277,6 @@ def tool_heartbeat_age(tool: str, seconds: float, attempt: str | None = None) ->
         _heartbeats[attempt if attempt is not None else f"tool:{label}"] = (
             label, max(seconds, 0.0), time.monotonic(),
         )
-
-
-def set_approvals_pending(n: int) -> None:
-    """Deprecated, no effect: `toolwarden_approvals_pending{tool}` is derived from projections.
-
-    Kept so callers written against the first interface keep working.
-    """
-    del n
 
 
 def set_mirror(backlog: int, lag_seconds: float | None) -> None:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import re
 from datetime import datetime, timedelta
 from enum import StrEnum
-from typing import Annotated, Any
+from typing import Annotated
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, JsonValue
 
@@ -83,9 +83,6 @@ class AttemptOutcome(StrEnum):
     # The tool asked for approval and exited with EXIT_AWAIT_DECISION: relaunch after the
     # decision instead of holding a process and a worker slot for a days-long wait.
     AWAITING_DECISION = "awaiting_decision"
-
-
-RETRYABLE_OUTCOMES = frozenset({AttemptOutcome.FAILED, AttemptOutcome.KILLED, AttemptOutcome.HUNG})
 
 
 class ApprovalState(StrEnum):
@@ -306,7 +303,7 @@ class AttemptSpec(Model):
     resume: dict[str, Decision] = Field(default_factory=dict)
     # The run's projection as the attempt starts, handed to the mirror by the activity itself,
     # which saves the workflow a local activity per launch.
-    projection: MirrorUpdate | None = None
+    projection: RunUpdate | None = None
     # The agent session the previous attempt left waiting on a decision: resume it.
     agent_session: str | None = None
 
@@ -392,7 +389,7 @@ class RunEvent(Model):
     data: dict[str, JsonValue] = Field(default_factory=dict)
 
 
-class MirrorUpdate(Model):
+class RunUpdate(Model):
     """Input of the `project_run` local activity: the run as it is now and its new events."""
 
     status: RunStatus
@@ -437,82 +434,3 @@ class PendingApprovals(Model):
     # (queries need a worker, and none polls their task queue now): their approvals exist and
     # can still be decided, but cannot be listed.
     unanswered_runs: list[str] = Field(default_factory=list)
-
-
-OUTCOME_STATE = {
-    AttemptOutcome.SUCCEEDED: RunState.SUCCEEDED,
-    AttemptOutcome.FAILED: RunState.FAILED,
-    AttemptOutcome.KILLED: RunState.KILLED,
-    AttemptOutcome.HUNG: RunState.HUNG,
-    AttemptOutcome.TIMED_OUT: RunState.TIMED_OUT,
-    AttemptOutcome.CANCELLED: RunState.CANCELLED,
-    AttemptOutcome.FAILED_TO_START: RunState.FAILED_TO_START,
-}
-
-
-def ending_state(spec: RunSpec, retry_count: int, result: AttemptResult) -> RunState | None:
-    """The run's final state if `result` ends it; None if a decision or a retry comes next."""
-    if result.outcome is AttemptOutcome.AWAITING_DECISION:
-        return None
-    if result.outcome in RETRYABLE_OUTCOMES and retry_count < spec.retries:
-        return None
-    return OUTCOME_STATE[result.outcome]
-
-
-def closing_events(first_seq: int, at: datetime, result: AttemptResult, state: RunState) -> list[RunEvent]:
-    """The events that end a run on `result`, numbered from `first_seq`."""
-    return [
-        RunEvent(
-            seq=first_seq,
-            at=at,
-            kind="attempt_ended",
-            data={
-                "attempt": result.attempt,
-                "outcome": result.outcome.value,
-                "exit_code": result.exit_code,
-                "signal": result.signal,
-            },
-        ),
-        RunEvent(
-            seq=first_seq + 1,
-            at=at,
-            kind="run_ended",
-            data={"state": state.value, "exit_code": result.exit_code},
-        ),
-    ]
-
-
-def closing_projection(start: MirrorUpdate, result: AttemptResult) -> MirrorUpdate | None:
-    """The run's end as the mirror should show it, if `result` ends the run.
-
-    `start` is the projection the workflow sent with the attempt. The activity hands this to the
-    mirror as the tool exits, and the workflow, seeing `final_projected` with nothing else
-    recorded since the launch, ends the run on exactly these events and values; so the run's
-    end costs no `project_run` local activity.
-    """
-    status, spec = start.status, start.status.spec
-    if spec is None or not start.events or result.ended_at is None:
-        return None
-    state = ending_state(spec, status.retry_count, result)
-    if state is None or status.pending_approvals:
-        return None
-    final = result.model_copy(update={"final_projected": True})
-    at = result.ended_at
-    return MirrorUpdate(
-        status=status.model_copy(
-            update={
-                "state": state,
-                "updated_at": at,
-                "ended_at": at,
-                "exit_code": result.exit_code,
-                "signal": result.signal,
-                "error": result.error,
-                "last_attempt": final,
-            }
-        ),
-        events=closing_events(start.events[-1].seq + 1, at, result, state),
-    )
-
-
-def json_dump(model: BaseModel) -> dict[str, Any]:
-    return model.model_dump(mode="json")

@@ -10,7 +10,7 @@ Supervisor side: `parse_line` turns one line from the tool into a `Hello`, `Hear
 and `encode_welcome` / `encode_pending` / `encode_decision` / `encode_error` build the replies.
 
 Tool side: `encode_hello` / `encode_heartbeat` / `encode_approval_request` build requests and
-`parse_reply` turns a supervisor line into a `Welcome`, `Pending`, `DecisionReply` or
+`parse_reply` turns a supervisor line into a `Welcome`, `Pending`, `DecisionMessage` or
 `ErrorReply`.
 """
 
@@ -161,8 +161,9 @@ class Pending:
 
 
 @dataclass(frozen=True, slots=True)
-class Decision:
-    """The answer to one approval request, as the tool sees it."""
+class DecisionReply:
+    """The answer to one approval request, as the tool receives it (`models.Decision` is the
+    supervisor's side of the same answer)."""
 
     key: str
     outcome: str
@@ -185,15 +186,17 @@ class Decision:
         }
 
     @classmethod
-    def from_json(cls, data: Mapping[str, Any], *, key: str | None = None) -> Decision:
+    def from_json(cls, data: Mapping[str, Any], *, key: str | None = None) -> DecisionReply:
         """Read a decision object; raise `ValueError` if it is not one."""
         return _decision_from(data, key)
 
 
 @dataclass(frozen=True, slots=True)
-class DecisionReply:
+class DecisionMessage:
+    """A `decision` line: the reply to the request whose id is `id`."""
+
     id: str
-    decision: Decision
+    decision: DecisionReply
 
 
 @dataclass(frozen=True, slots=True)
@@ -203,7 +206,7 @@ class ErrorReply:
     id: str | None
 
 
-Reply = Welcome | Pending | DecisionReply | ErrorReply
+Reply = Welcome | Pending | DecisionMessage | ErrorReply
 
 
 # ---------------------------------------------------------------------------------------------
@@ -230,11 +233,6 @@ def _default(value: Any) -> Any:
     if callable(model_dump):
         return model_dump(mode="json")
     raise TypeError(f"{type(value).__name__} is not JSON serializable")
-
-
-def dumps_compact(value: Any) -> str:
-    """Compact JSON text (the form whose size `MAX_DETAILS_BYTES` limits)."""
-    return json.dumps(value, separators=(",", ":"), ensure_ascii=False, allow_nan=False, default=_default)
 
 
 def _line(obj: dict[str, Any], *, ascii_only: bool = True) -> bytes:
@@ -579,7 +577,7 @@ def _opt_str(data: Mapping[str, Any], name: str) -> str | None:
     return value
 
 
-def _decision_from(data: Mapping[str, Any], key: str | None) -> Decision:
+def _decision_from(data: Mapping[str, Any], key: str | None) -> DecisionReply:
     if not isinstance(data, Mapping):
         raise ValueError("a decision must be a JSON object")
     found_key = data.get("key", key)
@@ -591,7 +589,7 @@ def _decision_from(data: Mapping[str, Any], key: str | None) -> Decision:
     approved = data.get("approved")
     if not isinstance(approved, bool):
         raise ValueError("approved must be true or false")
-    return Decision(
+    return DecisionReply(
         key=found_key,
         outcome=outcome,
         approved=approved,
@@ -629,7 +627,7 @@ def parse_reply(line: bytes) -> Reply:
             expires_at=parse_time(obj.get("expires_at")),
         )
     if kind == DECISION:
-        return DecisionReply(id=check_request_id(obj.get("id")), decision=_decision_from(obj, None))
+        return DecisionMessage(id=check_request_id(obj.get("id")), decision=_decision_from(obj, None))
     if kind == ERROR:
         raw_id = obj.get("id")
         return ErrorReply(

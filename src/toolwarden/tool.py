@@ -40,14 +40,14 @@ from toolwarden.protocol import (
     ENV_RESUME,
     ENV_SOCKET,
     EXIT_AWAIT_DECISION,
-    Decision,
+    DecisionReply,
     Pending,
 )
 
 __all__ = [
     "EXIT_AWAIT_DECISION",
     "ApprovalError",
-    "Decision",
+    "DecisionReply",
     "NotSupervisedError",
     "Pending",
     "aheartbeat",
@@ -92,7 +92,7 @@ def supervised() -> bool:
     return bool(os.environ.get(ENV_SOCKET))
 
 
-def resume_decisions() -> dict[str, Decision]:
+def resume_decisions() -> dict[str, DecisionReply]:
     """Decisions already made in this run, from $TOOLWARDEN_RESUME (empty if none or unreadable).
 
     An unreadable entry is skipped: asking for its key again is safe, because the supervisor
@@ -107,10 +107,10 @@ def resume_decisions() -> dict[str, Decision]:
         return {}
     if not isinstance(data, dict):
         return {}
-    decisions: dict[str, Decision] = {}
+    decisions: dict[str, DecisionReply] = {}
     for key, value in data.items():
         try:
-            decisions[key] = Decision.from_json(value, key=key)
+            decisions[key] = DecisionReply.from_json(value, key=key)
         except (ValueError, TypeError):
             continue
     return decisions
@@ -324,7 +324,7 @@ def _prepare(
     details: Any,
     timeout: float | timedelta | None,
     on_expiry: str | None,
-) -> tuple[Decision | None, str, bytes, str]:
+) -> tuple[DecisionReply | None, str, bytes, str]:
     """Validate, consult $TOOLWARDEN_RESUME; return (known decision, id, lines, socket path)."""
     request_id = _new_request_id()
     try:
@@ -341,13 +341,13 @@ def _prepare(
     return None, request_id, protocol.encode_hello(tool=name, pid=os.getpid()) + request, path
 
 
-def _interpret(line: bytes, request_id: str, stop_at_pending: bool) -> Decision | Pending | None:
+def _interpret(line: bytes, request_id: str, stop_at_pending: bool) -> DecisionReply | Pending | None:
     """What one reply line means for our request: an answer, or None to keep reading."""
     try:
         reply = protocol.parse_reply(line)
     except ValueError as exc:
         raise ApprovalError(f"the supervisor sent an invalid reply: {exc}") from None
-    if isinstance(reply, protocol.DecisionReply) and reply.id == request_id:
+    if isinstance(reply, protocol.DecisionMessage) and reply.id == request_id:
         return reply.decision
     if isinstance(reply, protocol.Pending) and reply.id == request_id and stop_at_pending:
         return reply
@@ -360,7 +360,7 @@ def _lost() -> ApprovalError:
     return ApprovalError("the supervisor closed the connection before a decision was made")
 
 
-def _exchange(path: str, lines: bytes, request_id: str, stop_at_pending: bool) -> Decision | Pending:
+def _exchange(path: str, lines: bytes, request_id: str, stop_at_pending: bool) -> DecisionReply | Pending:
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     with sock:
         try:
@@ -381,7 +381,9 @@ def _exchange(path: str, lines: bytes, request_id: str, stop_at_pending: bool) -
             raise ApprovalError(f"lost the supervisor connection: {exc}") from None
 
 
-async def _aexchange(path: str, lines: bytes, request_id: str, stop_at_pending: bool) -> Decision | Pending:
+async def _aexchange(
+    path: str, lines: bytes, request_id: str, stop_at_pending: bool
+) -> DecisionReply | Pending:
     try:
         reader, writer = await asyncio.open_unix_connection(path, limit=protocol.MAX_REPLY_BYTES + 1)
     except OSError as exc:
@@ -413,7 +415,7 @@ def request_approval(
     details: Any = None,
     timeout: float | timedelta | None = None,
     on_expiry: str | None = None,
-) -> Decision:
+) -> DecisionReply:
     """Ask a person and wait (blocking) for the decision; heartbeats keep flowing meanwhile.
 
     `key` names the decision within the run: asking again for a decided key answers at once
@@ -428,7 +430,7 @@ def request_approval(
     if known is not None:
         return known
     answer = _exchange(path, lines, request_id, stop_at_pending=False)
-    assert isinstance(answer, Decision)
+    assert isinstance(answer, DecisionReply)
     return answer
 
 
@@ -438,7 +440,7 @@ def submit_approval(
     details: Any = None,
     timeout: float | timedelta | None = None,
     on_expiry: str | None = None,
-) -> Decision | Pending:
+) -> DecisionReply | Pending:
     """Ask, and return as soon as the request is durably recorded (`Pending`) or decided.
 
     The building block of exit-and-relaunch: after a `Pending` the tool may exit with
@@ -456,14 +458,14 @@ def request_approval_or_exit(
     details: Any = None,
     timeout: float | timedelta | None = None,
     on_expiry: str | None = None,
-) -> Decision:
+) -> DecisionReply:
     """Return the decision if it is already known; otherwise exit with EXIT_AWAIT_DECISION (75).
 
     The supervisor then waits for the decision with no process running and relaunches the tool,
     where this same call returns the decision at once. Use it for waits that may last days.
     """
     answer = submit_approval(key, summary, details, timeout, on_expiry)
-    if isinstance(answer, Decision):
+    if isinstance(answer, DecisionReply):
         return answer
     _exit_awaiting(answer)
 
@@ -474,13 +476,13 @@ async def arequest_approval(
     details: Any = None,
     timeout: float | timedelta | None = None,
     on_expiry: str | None = None,
-) -> Decision:
+) -> DecisionReply:
     """`request_approval` for asyncio code: awaits the decision without blocking the loop."""
     known, request_id, lines, path = _prepare(key, summary, details, timeout, on_expiry)
     if known is not None:
         return known
     answer = await _aexchange(path, lines, request_id, stop_at_pending=False)
-    assert isinstance(answer, Decision)
+    assert isinstance(answer, DecisionReply)
     return answer
 
 
@@ -490,7 +492,7 @@ async def asubmit_approval(
     details: Any = None,
     timeout: float | timedelta | None = None,
     on_expiry: str | None = None,
-) -> Decision | Pending:
+) -> DecisionReply | Pending:
     """`submit_approval` for asyncio code."""
     known, request_id, lines, path = _prepare(key, summary, details, timeout, on_expiry)
     if known is not None:
@@ -504,10 +506,10 @@ async def arequest_approval_or_exit(
     details: Any = None,
     timeout: float | timedelta | None = None,
     on_expiry: str | None = None,
-) -> Decision:
+) -> DecisionReply:
     """`request_approval_or_exit` for asyncio code (raises SystemExit(75) to defer)."""
     answer = await asubmit_approval(key, summary, details, timeout, on_expiry)
-    if isinstance(answer, Decision):
+    if isinstance(answer, DecisionReply):
         return answer
     _exit_awaiting(answer)
 

@@ -50,7 +50,7 @@ async def parked_approval(handle: RunHandle) -> ApprovalRecord:
         pending = status.pending_approvals
         return pending[0] if len(pending) == 1 else None
 
-    return await eventually(check, timeout=60, what="a deferred claude call")
+    return await eventually(check, timeout=120, what="a deferred claude call")
 
 
 async def test_approve_runs_the_command(
@@ -170,7 +170,7 @@ async def test_blocking_mode_holds_claude_until_the_decision(
             return None
         return status.pending_approvals[0]
 
-    approval = await eventually(waiting_alive, timeout=60, what="a blocked claude call")
+    approval = await eventually(waiting_alive, timeout=120, what="a blocked claude call")
     assert approval.summary == "Bash: rm -rf build"
     assert (workdir / "build").exists()
     await supervisor.decide(approval.approval_id, approve=True, by="carol")
@@ -198,10 +198,10 @@ async def test_a_second_call_in_the_same_turn_blocks_instead_of_deferring(
         pending = status.pending_approvals
         return pending if len(pending) == 2 and status.live is not None else None
 
-    first, second = await eventually(both_asked, timeout=60, what="two calls, the second blocking")
+    first, second = await eventually(both_asked, timeout=120, what="two calls, the second blocking")
     assert (first.summary, second.summary) == ("Bash: touch one", "Bash: touch two")
     await supervisor.decide(second.approval_id, approve=True, by="alice")
-    await eventually(lambda: (workdir / "two").exists(), timeout=60, what="the blocked call ran")
+    await eventually(lambda: (workdir / "two").exists(), timeout=120, what="the blocked call ran")
     parked = await parked_approval(handle)  # then claude exits with the first call deferred
     assert parked.approval_id == first.approval_id
     await supervisor.decide(first.approval_id, approve=True, by="alice")

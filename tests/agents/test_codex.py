@@ -74,7 +74,7 @@ async def test_a_person_decides_while_codex_waits(
         status = await handle.status()
         return status.pending_approvals[0] if status.pending_approvals and status.live else None
 
-    approval = await eventually(asked, timeout=60, what="codex's command as an approval")
+    approval = await eventually(asked, timeout=120, what="codex's command as an approval")
     assert approval.summary == f"Bash: {COMMAND}"
     assert approval.key.startswith("codex-")
     made = tmp_path / "work" / "made-by-codex"

@@ -16,8 +16,8 @@ from click.testing import CliRunner, Result
 
 from tests.support import eventually, tool
 from toolwarden.cli.main import cli
-from toolwarden.client import Supervisor
-from toolwarden.config import Settings
+from toolwarden.client import Supervisor, os_user
+from toolwarden.config import ApprovalSettings, Settings
 
 
 def write_config(settings: Settings, path: Path, **extra: object) -> Path:
@@ -159,6 +159,45 @@ async def test_approver_allowlist(settings: Settings, tmp_path: Path) -> None:
     result = await invoke(config, "approve", "x/y", "--by", "mallory")
     assert result.exit_code == 1
     assert "mallory is not an allowed approver" in result.stderr
+
+
+async def test_the_cli_decides_as_the_os_user_while_an_allowlist_applies(
+    settings: Settings, tmp_path: Path, supervisor: Supervisor
+) -> None:
+    me = os_user()
+    guarded = write_config(
+        settings, tmp_path / "guarded.yaml", approvals={"approvers": [me, "alice"]}
+    )
+    await invoke(guarded, "run", "--id", "cli-asuser-1", "--detach", "--",
+                 *tool("approval_tool.py"), "k", "Guarded step")
+    await eventually(lambda: pending_keys(supervisor, "cli-asuser-1"))
+    posing = await invoke(guarded, "approve", "cli-asuser-1/k", "--by", "alice")
+    assert posing.exit_code == 1
+    assert posing.stderr.strip() == (
+        f"error: {me} may not decide as alice: an approver allowlist applies, so a local "
+        "decision is made as the OS user (drop --by)"
+    )
+    own = await invoke(guarded, "approve", "cli-asuser-1/k")
+    assert own.exit_code == 0 and f"approved by {me}" in own.stdout
+
+    # The run's own allowlist counts, even when this CLI's config has none.
+    alice_only = settings.model_copy(update={"approvals": ApprovalSettings(approvers=["alice"])})
+    spec = alice_only.run_spec(
+        run_id="cli-asuser-2", argv=[*tool("approval_tool.py"), "k", "Guarded step"]
+    )
+    await Supervisor(supervisor.client, alice_only).start_run(spec)
+    await eventually(lambda: pending_keys(supervisor, "cli-asuser-2"))
+    open_config = write_config(settings, tmp_path / "open.yaml")
+    posing = await invoke(open_config, "reject", "cli-asuser-2/k", "--by", "alice", "--reason", "x")
+    assert posing.exit_code == 1
+    assert f"{me} may not decide as alice" in posing.stderr
+    assert len(posing.stderr.strip().splitlines()) == 1
+    assert await pending_keys(supervisor, "cli-asuser-2") == ["k"]  # nothing changed
+    await supervisor.get_run("cli-asuser-2").cancel()
+
+
+async def pending_keys(supervisor: Supervisor, run_id: str) -> list[str]:
+    return [a.key for a in (await supervisor.get_run(run_id).status()).pending_approvals]
 
 
 async def test_unknown_run_is_one_line(config_file: Path) -> None:

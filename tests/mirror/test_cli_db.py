@@ -21,7 +21,7 @@ from tests.support import free_port
 from toolwarden.cli.db import db
 from toolwarden.config import MirrorSettings, Settings, WorkerSettings
 from toolwarden.mirror import apply_update, head_revision, make_engine
-from toolwarden.models import MirrorUpdate
+from toolwarden.models import RunUpdate
 
 
 def make(home: Path, url: str | None, health: str | None = None) -> Settings:
@@ -85,7 +85,7 @@ def test_upgrade_current_status_downgrade(empty_url: str, tmp_path: Path) -> Non
     with engine.begin() as conn:
         apply_update(
             conn,
-            MirrorUpdate(
+            RunUpdate(
                 status=make_status("r1", approvals=[make_approval("r1")]),
                 events=make_events(1, 4),
             ),

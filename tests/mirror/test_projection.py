@@ -12,7 +12,7 @@ from sqlalchemy import Engine, func, select
 from tests.mirror.conftest import T0, live, make_approval, make_events, make_status
 from toolwarden.mirror import apply_heartbeat, apply_update, apply_updates, make_engine
 from toolwarden.mirror.schema import approvals, run_events, tool_runs
-from toolwarden.models import ApprovalState, LiveDetails, MirrorUpdate, RunState
+from toolwarden.models import ApprovalState, LiveDetails, RunState, RunUpdate
 
 
 @pytest.fixture
@@ -37,7 +37,7 @@ def dump(engine: Engine) -> dict[str, list[dict[str, Any]]]:
     return {"runs": runs, "approvals": apps, "events": events}
 
 
-def apply(engine: Engine, update: MirrorUpdate) -> None:
+def apply(engine: Engine, update: RunUpdate) -> None:
     with engine.begin() as conn:
         apply_update(conn, update)
 
@@ -48,7 +48,7 @@ def test_snapshot_is_projected(engine: Engine) -> None:
         approvals=[make_approval("r1")],
         live=live(pid=77, message="compiling", progress=0.25),
     )
-    apply(engine, MirrorUpdate(status=status, events=make_events(1, 4)))
+    apply(engine, RunUpdate(status=status, events=make_events(1, 4)))
     rows = dump(engine)
     run = rows["runs"][0]
     assert run["command"] == ["deploy", "--flag", "x y"]
@@ -72,7 +72,7 @@ def test_snapshot_is_projected(engine: Engine) -> None:
 
 
 def test_same_update_twice_gives_same_rows(engine: Engine) -> None:
-    update = MirrorUpdate(status=make_status("r1", approvals=[make_approval("r1")]), events=make_events(1, 5))
+    update = RunUpdate(status=make_status("r1", approvals=[make_approval("r1")]), events=make_events(1, 5))
     apply(engine, update)
     first = dump(engine)
     apply(engine, update)
@@ -82,13 +82,13 @@ def test_same_update_twice_gives_same_rows(engine: Engine) -> None:
 
 
 def test_events_are_never_duplicated_and_never_rewritten(engine: Engine) -> None:
-    apply(engine, MirrorUpdate(status=make_status("r1"), events=make_events(1, 4)))
+    apply(engine, RunUpdate(status=make_status("r1"), events=make_events(1, 4)))
     # An overlapping replay whose old events carry different data: the stored ones stay.
     replay = make_events(2, 7)
     replay[0] = replay[0].model_copy(update={"data": {"line": "rewritten"}})
     apply(
         engine,
-        MirrorUpdate(status=make_status("r1", updated_at=T0 + timedelta(1)), events=replay),
+        RunUpdate(status=make_status("r1", updated_at=T0 + timedelta(1)), events=replay),
     )
     events = dump(engine)["events"]
     assert [e["seq"] for e in events] == [1, 2, 3, 4, 5, 6]
@@ -104,9 +104,9 @@ def test_older_snapshot_does_not_overwrite_newer(engine: Engine) -> None:
         ended_at=T0 + timedelta(minutes=5),
         approvals=[make_approval("r1", state=ApprovalState.APPROVED, decided_after=timedelta(1))],
     )
-    apply(engine, MirrorUpdate(status=done))
+    apply(engine, RunUpdate(status=done))
     stale = make_status("r1", state=RunState.RUNNING, approvals=[make_approval("r1")])
-    apply(engine, MirrorUpdate(status=stale, events=make_events(1, 2)))
+    apply(engine, RunUpdate(status=stale, events=make_events(1, 2)))
     rows = dump(engine)
     assert rows["runs"][0]["state"] == "succeeded"
     assert rows["approvals"][0]["state"] == "approved"
@@ -115,16 +115,16 @@ def test_older_snapshot_does_not_overwrite_newer(engine: Engine) -> None:
 
 def test_decided_approval_never_goes_back_to_pending(engine: Engine) -> None:
     decided = make_approval("r1", state=ApprovalState.REJECTED, decided_after=timedelta(60))
-    apply(engine, MirrorUpdate(status=make_status("r1", approvals=[decided])))
+    apply(engine, RunUpdate(status=make_status("r1", approvals=[decided])))
     # Same run timestamp (e.g. a replay assembled from an older query): still not reverted.
-    apply(engine, MirrorUpdate(status=make_status("r1", approvals=[make_approval("r1")])))
+    apply(engine, RunUpdate(status=make_status("r1", approvals=[make_approval("r1")])))
     approval = dump(engine)["approvals"][0]
     assert approval["state"] == "rejected"
     assert approval["decided_at"] == T0 + timedelta(60)
 
 
 def test_heartbeat_updates_live_columns_only_on_unfinished_runs(engine: Engine) -> None:
-    apply(engine, MirrorUpdate(status=make_status("r1", pid=None)))
+    apply(engine, RunUpdate(status=make_status("r1", pid=None)))
     beat = live(pid=501, message="step 3", progress=0.75)
     with engine.begin() as conn:
         apply_heartbeat(conn, "r1", beat)
@@ -134,12 +134,12 @@ def test_heartbeat_updates_live_columns_only_on_unfinished_runs(engine: Engine) 
     assert (run[0]["pid"], run[0]["message"], run[0]["progress"]) == (501, "step 3", 0.75)
     assert run[0]["last_heartbeat_at"] == beat.last_heartbeat_at
     # A later snapshot without live details keeps what the heartbeat wrote.
-    apply(engine, MirrorUpdate(status=make_status("r1", updated_at=T0 + timedelta(1), pid=None)))
+    apply(engine, RunUpdate(status=make_status("r1", updated_at=T0 + timedelta(1), pid=None)))
     assert dump(engine)["runs"][0]["pid"] == 501
     # Once the run ended, late heartbeats no longer touch it.
     apply(
         engine,
-        MirrorUpdate(status=make_status("r1", state=RunState.SUCCEEDED, ended_at=T0 + timedelta(2), pid=501)),
+        RunUpdate(status=make_status("r1", state=RunState.SUCCEEDED, ended_at=T0 + timedelta(2), pid=501)),
     )
     with engine.begin() as conn:
         apply_heartbeat(conn, "r1", LiveDetails(pid=999, message="late"))
@@ -151,7 +151,7 @@ def test_works_through_an_orm_session(engine: Engine) -> None:
     from sqlalchemy.orm import Session
 
     with Session(engine) as session:
-        apply_update(session, MirrorUpdate(status=make_status("r1"), events=make_events(1, 2)))
+        apply_update(session, RunUpdate(status=make_status("r1"), events=make_events(1, 2)))
         session.commit()
     assert len(dump(engine)["events"]) == 1
 
@@ -159,7 +159,7 @@ def test_works_through_an_orm_session(engine: Engine) -> None:
 def test_naive_datetimes_are_refused(engine: Engine) -> None:
     status = make_status("r1").model_copy(update={"started_at": T0.replace(tzinfo=None)})
     with pytest.raises(Exception, match="naive datetime"), engine.begin() as conn:
-        apply_update(conn, MirrorUpdate(status=status))
+        apply_update(conn, RunUpdate(status=status))
 
 
 def test_each_upsert_is_compiled_once_whatever_the_batch_size(engine: Engine) -> None:
@@ -176,7 +176,7 @@ def test_each_upsert_is_compiled_once_whatever_the_batch_size(engine: Engine) ->
     try:
         for version, n in enumerate((1, 3, 7, 2, 5, 4)):
             updates = [
-                MirrorUpdate(
+                RunUpdate(
                     status=make_status(
                         f"r{i}", updated_at=T0 + timedelta(version), approvals=[make_approval(f"r{i}")]
                     ),

@@ -12,7 +12,7 @@ from sqlalchemy import Engine
 from tests.mirror.conftest import make_approval, make_status
 from toolwarden.mirror import apply_updates, make_engine
 from toolwarden.mirror.queries import QUERIES, run_dashboard_query
-from toolwarden.models import ApprovalState, MirrorUpdate, RunState
+from toolwarden.models import ApprovalState, RunState, RunUpdate
 
 DOC = Path(__file__).resolve().parents[2] / "docs" / "database-schema.md"
 H = datetime(2026, 11, 20, 10, 0, tzinfo=UTC)  # an hour boundary, well in the past
@@ -83,7 +83,7 @@ def engine(db_url: str) -> Iterator[Engine]:
         ],
     }
     updates = [
-        MirrorUpdate(status=r.model_copy(update={"approvals": approvals.get(r.run_id, [])})) for r in runs
+        RunUpdate(status=r.model_copy(update={"approvals": approvals.get(r.run_id, [])})) for r in runs
     ]
     with engine.begin() as conn:
         apply_updates(conn, updates)

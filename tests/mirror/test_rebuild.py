@@ -19,11 +19,12 @@ from toolwarden.mirror.schema import approvals, run_events, tool_runs
 from toolwarden.models import (
     ApprovalState,
     DecisionSignal,
-    MirrorUpdate,
     RunEvent,
     RunState,
     RunStatus,
+    RunUpdate,
 )
+from toolwarden.workflows import REJECT_SIGNAL
 
 # Written by heartbeats only, or recording when rather than what: not restorable.
 NOT_REBUILT = {"mirrored_at", "last_heartbeat_at", "last_output_at"}
@@ -50,7 +51,7 @@ def dump(url: str) -> dict[str, list[dict[str, Any]]]:
         engine.dispose()
 
 
-def history(run_id: str, final: RunState) -> list[MirrorUpdate]:
+def history(run_id: str, final: RunState) -> list[RunUpdate]:
     """The snapshots a worker would have submitted over one run's life."""
     ask = make_approval(run_id, "go", requested_at=T0 + timedelta(seconds=5))
     done = make_approval(
@@ -63,12 +64,12 @@ def history(run_id: str, final: RunState) -> list[MirrorUpdate]:
     )
     end = T0 + timedelta(minutes=3)
     return [
-        MirrorUpdate(status=make_status(run_id, live=live()), events=make_events(1, 3)),
-        MirrorUpdate(
+        RunUpdate(status=make_status(run_id, live=live()), events=make_events(1, 3)),
+        RunUpdate(
             status=make_status(run_id, updated_at=T0 + timedelta(seconds=5), approvals=[ask]),
             events=make_events(3, 4),
         ),
-        MirrorUpdate(
+        RunUpdate(
             status=make_status(run_id, state=final, ended_at=end, approvals=[done], attempt=2, retry_count=1),
             events=make_events(4, 9),
         ),
@@ -140,7 +141,7 @@ async def test_rebuild_from_temporal_matches_what_the_worker_wrote(
                 settings.run_spec(run_id=run_id("refused"), argv=[*tool("wait_for_file.py"), str(go)])
             )
             await eventually(lambda: _live(refused.status))
-            await refused._handle.signal("reject", DecisionSignal(key="nope", by="mallory"))
+            await refused._handle.signal(REJECT_SIGNAL, DecisionSignal(key="nope", by="mallory"))
             await eventually(lambda: _audited(refused.status))
             go.touch()
             await eventually(lambda: _pending(gated.status))

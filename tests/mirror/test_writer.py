@@ -27,7 +27,7 @@ from tests.support import free_port
 from toolwarden.config import MirrorSettings
 from toolwarden.mirror import MirrorWriter, make_engine, upgrade
 from toolwarden.mirror.schema import run_events, tool_runs
-from toolwarden.models import LiveDetails, MirrorUpdate, RunState
+from toolwarden.models import LiveDetails, RunState, RunUpdate
 
 FAST = {"retry_initial": 0.05, "retry_max": 0.3}
 
@@ -83,9 +83,9 @@ def count_events(url: str) -> int:
         engine.dispose()
 
 
-def updates(n_runs: int, version: int = 0, events: int = 3) -> list[MirrorUpdate]:
+def updates(n_runs: int, version: int = 0, events: int = 3) -> list[RunUpdate]:
     return [
-        MirrorUpdate(
+        RunUpdate(
             status=make_status(f"run-{i}", updated_at=T0 + timedelta(seconds=version)),
             events=make_events(version * events, (version + 1) * events),
         )
@@ -183,8 +183,8 @@ def test_postgres_down_then_back_then_down_again(pg_schema: str, writers) -> Non
 
 def test_heartbeats_are_throttled_per_run_last_value_wins(db_url: str, writers) -> None:
     writer = writers(db_url, settings(interval=0.4))
-    writer.submit(MirrorUpdate(status=make_status("a", pid=None)))
-    writer.submit(MirrorUpdate(status=make_status("b", pid=None)))
+    writer.submit(RunUpdate(status=make_status("a", pid=None)))
+    writer.submit(RunUpdate(status=make_status("b", pid=None)))
     wait_for(lambda: count_runs(db_url) == 2)
     for i in range(100):
         writer.heartbeat("a", live(pid=1000 + i, message=f"beat {i}"))
@@ -195,7 +195,7 @@ def test_heartbeats_are_throttled_per_run_last_value_wins(db_url: str, writers) 
     # At most: a's first beat at once, a's last after the interval, b's one.
     assert writer.stats().heartbeats_written_total <= 3
     # A heartbeat arriving after the run ended is ignored.
-    writer.submit(MirrorUpdate(status=make_status("a", state=RunState.SUCCEEDED, ended_at=T0, pid=1099)))
+    writer.submit(RunUpdate(status=make_status("a", state=RunState.SUCCEEDED, ended_at=T0, pid=1099)))
     writer.heartbeat("a", LiveDetails(pid=5, message="late"))
     wait_for(lambda: run_column(db_url, "a", "state") == "succeeded")
     assert writer.stats().backlog == 0

@@ -17,7 +17,7 @@ import yaml
 
 from tests.ops.conftest import REPO, require_tool
 from toolwarden import metrics
-from toolwarden.models import ApprovalRecord, MirrorUpdate, RunEvent, RunState, RunStatus
+from toolwarden.models import ApprovalRecord, RunEvent, RunState, RunStatus, RunUpdate
 
 PROMETHEUS = REPO / "deploy" / "prometheus"
 RUNBOOK = REPO / "docs" / "runbook.md"
@@ -100,7 +100,7 @@ def _exported_sample_names() -> set[str]:
             summary="s", requested_at=now, expires_at=now + timedelta(hours=1),
         )],
     )
-    metrics.observe_update(MirrorUpdate(status=status, events=[
+    metrics.observe_update(RunUpdate(status=status, events=[
         RunEvent(seq=10**9, at=now, kind="run_ended", data={"state": "failed"}),
     ]))
     metrics.attempt_started("alerts-names")

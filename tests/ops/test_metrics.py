@@ -18,10 +18,10 @@ from toolwarden import metrics
 from toolwarden.models import (
     ApprovalRecord,
     ApprovalState,
-    MirrorUpdate,
     RunEvent,
     RunState,
     RunStatus,
+    RunUpdate,
 )
 
 T0 = datetime(2025, 3, 1, 12, 0, tzinfo=UTC)
@@ -57,13 +57,13 @@ class Run:
         )
         self.seq = 0
 
-    def update(self, *events: tuple[str, dict[str, Any]], at: datetime = T0) -> MirrorUpdate:
+    def update(self, *events: tuple[str, dict[str, Any]], at: datetime = T0) -> RunUpdate:
         batch = []
         for kind, data in events:
             self.seq += 1
             batch.append(RunEvent(seq=self.seq, at=at, kind=kind, data=data))
         self.status.updated_at = at
-        return MirrorUpdate(status=self.status.model_copy(deep=True), events=batch)
+        return RunUpdate(status=self.status.model_copy(deep=True), events=batch)
 
     def request(self, key: str, at: datetime, expires_in: timedelta) -> None:
         self.status.approvals.append(

@@ -153,6 +153,7 @@ class FakeSupervisor:
         by: str,
         reason: str | None = None,
         response: JsonValue = None,
+        acting_user: str | None = None,
     ) -> DecideResult:
         run_id, _, key = approval_id.rpartition("/")
         status = self.statuses[run_id]

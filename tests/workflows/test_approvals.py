@@ -12,10 +12,11 @@ from pathlib import Path
 import pytest
 
 from tests.support import eventually, tool
-from toolwarden.client import ApprovalError, RunHandle, Supervisor
+from toolwarden.client import DecisionRefused, RefusalReason, RunHandle, Supervisor
 from toolwarden.config import ApprovalSettings, Settings
 from toolwarden.models import ApprovalState, RunState, RunStatus
 from toolwarden.worker.devserver import temporal_binary
+from toolwarden.workflows import APPROVE_SIGNAL
 
 pytestmark = pytest.mark.usefixtures("worker")
 
@@ -191,11 +192,13 @@ async def test_two_approvers_race_and_exactly_one_wins(
     first, second = await asyncio.gather(
         supervisor.decide(f"{spec.run_id}/k", approve=True, by="frank"),
         supervisor.decide(f"{spec.run_id}/k", approve=False, by="grace", reason="no"),
+        return_exceptions=True,
     )
-    assert sorted([first.took_effect, second.took_effect]) == [False, True]
-    loser = first if not first.took_effect else second
-    winner = second if loser is first else first
-    assert f"by {winner.approval.decided_by}" in loser.message
+    (winner,) = [r for r in (first, second) if not isinstance(r, BaseException)]
+    (loser,) = [r for r in (first, second) if isinstance(r, BaseException)]
+    assert isinstance(loser, DecisionRefused) and winner.took_effect and winner.approval
+    assert loser.reason is RefusalReason.ALREADY_DECIDED
+    assert f"already {winner.approval.state.value} by {winner.approval.decided_by}" in str(loser)
     await handle.result()
     status = await handle.status()
     (loser_name,) = {"frank", "grace"} - {winner.approval.decided_by}
@@ -203,10 +206,12 @@ async def test_two_approvers_race_and_exactly_one_wins(
 
 
 async def test_unknown_and_malformed_ids(supervisor: Supervisor) -> None:
-    with pytest.raises(ApprovalError, match="unknown run"):
+    with pytest.raises(DecisionRefused, match="unknown run") as unknown:
         await supervisor.decide("no-such-run/key", approve=True, by="x")
-    with pytest.raises(ApprovalError, match="RUN/KEY"):
+    assert unknown.value.reason is RefusalReason.UNKNOWN
+    with pytest.raises(DecisionRefused, match="RUN/KEY") as malformed:
         await supervisor.decide("nokey", approve=True, by="x")
+    assert malformed.value.reason is RefusalReason.UNKNOWN
 
 
 async def test_unknown_key_and_disallowed_approver_change_nothing(
@@ -217,12 +222,19 @@ async def test_unknown_key_and_disallowed_approver_change_nothing(
     spec = settings.run_spec(run_id=run_id(), argv=[*tool("approval_tool.py"), "k", "Guarded"])
     handle = await supervisor.start_run(spec)
     await pending(handle)
-    with pytest.raises(ApprovalError, match="unknown approval"):
+    with pytest.raises(DecisionRefused, match="unknown approval") as unknown:
         await supervisor.decide(f"{spec.run_id}/other", approve=True, by="alice")
-    with pytest.raises(ApprovalError, match="mallory is not an allowed approver"):
+    assert unknown.value.reason is RefusalReason.UNKNOWN
+    with pytest.raises(DecisionRefused, match="mallory is not an allowed approver") as refused:
         await supervisor.decide(f"{spec.run_id}/k", approve=True, by="mallory")
+    assert refused.value.reason is RefusalReason.NOT_ALLOWED
+    # The workflow refuses too, without the client's check (another SDK, an older client).
+    open_door = Supervisor(client, settings.model_copy(update={"approvals": ApprovalSettings()}))
+    with pytest.raises(DecisionRefused, match="mallory is not an allowed approver") as by_run:
+        await open_door.decide(f"{spec.run_id}/k", approve=True, by="mallory")
+    assert by_run.value.reason is RefusalReason.NOT_ALLOWED
     # The same refusal holds for a raw signal (as the Go CLI would send).
-    await handle._handle.signal("approve", {"key": "k", "by": "mallory"})
+    await handle._handle.signal(APPROVE_SIGNAL, {"key": "k", "by": "mallory"})
 
     async def refused() -> bool:
         return any(e.by == "mallory" for e in (await handle.status()).audit)
@@ -260,7 +272,7 @@ async def test_go_cli_approves_through_the_documented_signal(
         subprocess.run,
         [
             temporal_binary(), "workflow", "signal", "--address", temporal_address,
-            "--workflow-id", spec.run_id, "--name", "approve", "--input", payload,
+            "--workflow-id", spec.run_id, "--name", APPROVE_SIGNAL, "--input", payload,
         ],
         capture_output=True, text=True, timeout=60,
     )

@@ -19,6 +19,7 @@ from tests.support import eventually, tool
 from toolwarden.client import Supervisor
 from toolwarden.config import Settings
 from toolwarden.models import DecisionSignal
+from toolwarden.workflows import APPROVE_SIGNAL
 from toolwarden.workflows.tool_run import ToolRunWorkflow
 
 HISTORIES = Path(__file__).parent.parent / "histories"
@@ -89,7 +90,7 @@ async def test_fresh_histories_replay(
             await handle.cancel()
         if name == "refused":
             await eventually(lambda h=handle: _running(h))
-            await handle._handle.signal("approve", DecisionSignal(key="nope", by="t"))
+            await handle._handle.signal(APPROVE_SIGNAL, DecisionSignal(key="nope", by="t"))
             await eventually(lambda h=handle: _audited(h))
             (tmp_path / "go").touch()
         await handle.result()

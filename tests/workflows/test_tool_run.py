@@ -14,6 +14,7 @@ from tests.support import eventually, tool
 from toolwarden.client import DuplicateRun, Supervisor
 from toolwarden.config import Settings
 from toolwarden.models import AttemptOutcome, DecisionSignal, RunState
+from toolwarden.workflows import APPROVE_SIGNAL
 
 pytestmark = pytest.mark.usefixtures("worker")
 
@@ -268,7 +269,7 @@ async def test_a_refusal_during_the_attempt_is_recorded_after_it(
         return (await handle.status()).live is not None
 
     await eventually(running)
-    await handle._handle.signal("approve", DecisionSignal(key="nope", by="mallory"))
+    await handle._handle.signal(APPROVE_SIGNAL, DecisionSignal(key="nope", by="mallory"))
 
     async def audited() -> bool:
         return any(a.kind == "decision_refused" for a in (await handle.status()).audit)

@@ -33,8 +33,9 @@ from toolwarden.models import (
     AttemptSpec,
     Decision,
     LiveDetails,
-    MirrorUpdate,
-    closing_projection,
+    RunEvent,
+    RunState,
+    RunUpdate,
 )
 from toolwarden.process import (
     Launched,
@@ -53,6 +54,8 @@ from toolwarden.protocol import (
     ENV_SOCKET,
     EXIT_AWAIT_DECISION,
 )
+from toolwarden.workflows import REQUEST_APPROVAL_UPDATE, WAIT_DECISION_UPDATE
+from toolwarden.workflows.rules import attempt_ended, ending_state, run_ended
 
 RUN_TOOL = "run_tool"
 PROJECT_RUN = "project_run"
@@ -62,9 +65,51 @@ log = logging.getLogger(__name__)
 
 
 class MirrorSink(Protocol):
-    def submit(self, update: MirrorUpdate) -> None: ...
+    def submit(self, update: RunUpdate) -> None: ...
 
     def heartbeat(self, run_id: str, live: LiveDetails) -> None: ...
+
+
+def closing_events(first_seq: int, at: datetime, result: AttemptResult, state: RunState) -> list[RunEvent]:
+    """The events that end a run on `result`, numbered from `first_seq`."""
+    return [
+        RunEvent(seq=seq, at=at, kind=event.kind, data=event.data)
+        for seq, event in enumerate(
+            [attempt_ended(result), run_ended(state, result.exit_code)], start=first_seq
+        )
+    ]
+
+
+def closing_projection(start: RunUpdate, result: AttemptResult) -> RunUpdate | None:
+    """The run's end as the mirror should show it, if `result` ends the run.
+
+    `start` is the projection the workflow sent with the attempt. The activity hands this to the
+    mirror as the tool exits, and the workflow, seeing `final_projected` with nothing else
+    recorded since the launch, ends the run on exactly these events and values; so the run's
+    end costs no `project_run` local activity.
+    """
+    status, spec = start.status, start.status.spec
+    if spec is None or not start.events or result.ended_at is None:
+        return None
+    state = ending_state(spec, status.retry_count, result)
+    if state is None or status.pending_approvals:
+        return None
+    final = result.model_copy(update={"final_projected": True})
+    at = result.ended_at
+    return RunUpdate(
+        status=status.model_copy(
+            update={
+                "state": state,
+                "updated_at": at,
+                "ended_at": at,
+                "exit_code": result.exit_code,
+                "signal": result.signal,
+                "error": result.error,
+                "last_attempt": final,
+            }
+        ),
+        events=closing_events(start.events[-1].seq + 1, at, result, state),
+    )
 
 
 def log_paths(settings: Settings, run_id: str, name: str) -> tuple[Path, Path]:
@@ -327,7 +372,7 @@ class ToolActivities:
         try:
             ask = ask.model_copy(update={"attempt": state.spec.attempt})
             record: ApprovalRecord = await workflow.execute_update(
-                "request_approval", ask, result_type=ApprovalRecord
+                REQUEST_APPROVAL_UPDATE, ask, result_type=ApprovalRecord
             )
             if record.state is not ApprovalState.PENDING:
                 state.decided.add(ask.key)
@@ -335,7 +380,7 @@ class ToolActivities:
                 return answer
             notify_pending(record.approval_id, record.expires_at)
             decision: Decision = await workflow.execute_update(
-                "wait_decision", ApprovalRef(key=ask.key), result_type=Decision
+                WAIT_DECISION_UPDATE, ApprovalRef(key=ask.key), result_type=Decision
             )
             state.decided.add(ask.key)
             if decision.decided_at is not None:
@@ -375,11 +420,11 @@ class ToolActivities:
         return await self._ask_workflow(workflow, state, ask, pending)
 
     @activity.defn(name=PROJECT_RUN)
-    async def project_run(self, update: MirrorUpdate) -> None:
+    async def project_run(self, update: RunUpdate) -> None:
         """Hand a run's new state to the mirror and metrics; never fails, never blocks."""
         self._project(update)
 
-    def _project(self, update: MirrorUpdate) -> None:
+    def _project(self, update: RunUpdate) -> None:
         metrics.observe_update(update)
         if self._mirror is not None:
             self._mirror.submit(update)

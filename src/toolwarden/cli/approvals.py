@@ -2,33 +2,14 @@
 
 from __future__ import annotations
 
-import getpass
 import json
 from datetime import UTC, datetime
 
 import click
-from pydantic import JsonValue
 
 from toolwarden.cli.common import CliError, echo_json, human_seconds, run_async, settings_of, table
 from toolwarden.config import Settings
 from toolwarden.models import DecideResult, PendingApproval
-
-
-def default_approver() -> str:
-    try:
-        return getpass.getuser()
-    except Exception:  # no passwd entry in some containers
-        return "unknown"
-
-
-def _parse_response(value: str | None) -> JsonValue:
-    if value is None:
-        return None
-    try:
-        parsed: JsonValue = json.loads(value)
-    except json.JSONDecodeError as exc:
-        raise click.BadParameter(f"not valid JSON: {exc.msg}", param_hint="--response") from exc
-    return parsed
 
 
 @click.command()
@@ -89,43 +70,54 @@ def _print_pending(pending: list[PendingApproval], show_all: bool) -> None:
                 click.echo(json.dumps(p.approval.details, indent=2))
 
 
-def _check_approver(settings: Settings, by: str) -> None:
-    allowed = settings.approvals.approvers
-    if allowed and by not in allowed:
-        raise CliError(f"{by} is not an allowed approver (approvals.approvers in the config)")
-
-
 def _report(result: DecideResult) -> None:
     approval = result.approval
     if result.queued or approval is None:
         click.echo(result.message)
-    elif result.took_effect:
-        click.echo(f"{approval.approval_id} {approval.state.value} by {approval.decided_by}")
     else:
-        raise CliError(f"{approval.approval_id} not changed: {result.message}")
+        click.echo(f"{approval.approval_id} {approval.state.value} by {approval.decided_by}")
 
 
-async def _decide(
+def _decide(
     settings: Settings,
     approval_id: str,
     *,
     approve: bool,
-    by: str,
+    by: str | None,
     reason: str | None,
-    response: JsonValue,
-) -> DecideResult:
-    from toolwarden.client import Supervisor
+    response: str | None,
+) -> None:
+    """Decide through the client layer, as the OS user unless `--by` names someone else."""
+    # Imported here: the client pulls in temporalio, and `--help` must stay fast.
+    from toolwarden.client import InvalidResponse, Supervisor, os_user, parse_response
 
-    supervisor = await Supervisor.connect(settings)
-    return await supervisor.decide(
-        approval_id, approve=approve, by=by, reason=reason, response=response
-    )
+    try:
+        parsed = parse_response(response)
+    except InvalidResponse as exc:
+        raise click.BadParameter(str(exc), param_hint="--response") from exc
+    user = os_user()
+
+    async def go() -> DecideResult:
+        supervisor = await Supervisor.connect(settings)
+        return await supervisor.decide(
+            approval_id,
+            approve=approve,
+            by=by or user,
+            reason=reason,
+            response=parsed,
+            acting_user=user,
+        )
+
+    _report(run_async(go()))
 
 
 @click.command()
 @click.argument("approval_id")
 @click.option("--reason", help="Why (recorded, and given to the tool).")
-@click.option("--by", help="Who decides (default: your OS user).")
+@click.option(
+    "--by",
+    help="Who decides (default: your OS user; refused while an approver allowlist applies).",
+)
 @click.option("--response", metavar="JSON", help="JSON handed to the tool with the decision.")
 @click.pass_context
 def approve(
@@ -136,21 +128,18 @@ def approve(
     response: str | None,
 ) -> None:
     """Approve APPROVAL_ID (RUN/KEY, as `toolwarden approvals` lists it)."""
-    settings = settings_of(ctx)
-    decider = by or default_approver()
-    _check_approver(settings, decider)
-    parsed = _parse_response(response)
-    _report(
-        run_async(
-            _decide(settings, approval_id, approve=True, by=decider, reason=reason, response=parsed)
-        )
+    _decide(
+        settings_of(ctx), approval_id, approve=True, by=by, reason=reason, response=response
     )
 
 
 @click.command()
 @click.argument("approval_id")
 @click.option("--reason", required=True, help="Why (required; given to the tool).")
-@click.option("--by", help="Who decides (default: your OS user).")
+@click.option(
+    "--by",
+    help="Who decides (default: your OS user; refused while an approver allowlist applies).",
+)
 @click.option("--response", metavar="JSON", help="JSON handed to the tool with the decision.")
 @click.pass_context
 def reject(
@@ -161,16 +150,8 @@ def reject(
     response: str | None,
 ) -> None:
     """Reject APPROVAL_ID; a reason is required."""
-    settings = settings_of(ctx)
-    decider = by or default_approver()
-    _check_approver(settings, decider)
     if not reason.strip():
         raise CliError("a reason is required to reject")
-    parsed = _parse_response(response)
-    _report(
-        run_async(
-            _decide(
-                settings, approval_id, approve=False, by=decider, reason=reason, response=parsed
-            )
-        )
+    _decide(
+        settings_of(ctx), approval_id, approve=False, by=by, reason=reason, response=response
     )

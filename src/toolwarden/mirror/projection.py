@@ -23,9 +23,9 @@ from toolwarden.models import (
     ApprovalState,
     AttemptResult,
     LiveDetails,
-    MirrorUpdate,
     RunEvent,
     RunStatus,
+    RunUpdate,
 )
 
 Executor = Connection | Session
@@ -226,7 +226,7 @@ def insert_events(executor: Executor, items: Sequence[tuple[str, RunEvent]]) -> 
     executor.execute(_insert_events_stmt(_dialect(executor)), list(unique.values()))
 
 
-def apply_updates(executor: Executor, updates: Sequence[MirrorUpdate]) -> None:
+def apply_updates(executor: Executor, updates: Sequence[RunUpdate]) -> None:
     """Project several updates in the caller's transaction (runs, then approvals, then events)."""
     if not updates:
         return
@@ -239,7 +239,7 @@ def apply_updates(executor: Executor, updates: Sequence[MirrorUpdate]) -> None:
     insert_events(executor, [(u.status.run_id, e) for u in updates for e in u.events])
 
 
-def apply_update(session_or_conn: Executor, update: MirrorUpdate) -> None:
+def apply_update(session_or_conn: Executor, update: RunUpdate) -> None:
     """Project one run snapshot and its new events (idempotent; does not commit)."""
     apply_updates(session_or_conn, [update])
 

@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING
 from toolwarden.mirror.engine import make_engine
 from toolwarden.mirror.migrate import upgrade
 from toolwarden.mirror.projection import apply_updates
-from toolwarden.models import MirrorUpdate, RunEvent, RunStatus
+from toolwarden.models import RunEvent, RunStatus, RunUpdate
 
 if TYPE_CHECKING:
     from toolwarden.config import Settings
@@ -33,7 +33,7 @@ def rebuild(url: str, items: Iterable[tuple[RunStatus, list[RunEvent]]]) -> int:
     try:
         iterator = iter(items)
         while chunk := list(islice(iterator, BATCH)):
-            updates = [MirrorUpdate(status=status, events=events) for status, events in chunk]
+            updates = [RunUpdate(status=status, events=events) for status, events in chunk]
             with engine.begin() as conn:
                 apply_updates(conn, updates)
             total += len({u.status.run_id for u in updates})

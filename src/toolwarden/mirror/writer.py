@@ -20,7 +20,7 @@ from sqlalchemy import Engine
 
 from toolwarden.config import MirrorSettings
 from toolwarden.mirror.engine import make_engine, redact
-from toolwarden.models import LiveDetails, MirrorUpdate, RunEvent, RunStatus
+from toolwarden.models import LiveDetails, RunEvent, RunStatus, RunUpdate
 
 log = logging.getLogger(__name__)
 
@@ -158,7 +158,7 @@ class MirrorWriter:
             self._engine.dispose()
             self._engine = None
 
-    def submit(self, update: MirrorUpdate) -> None:
+    def submit(self, update: RunUpdate) -> None:
         """Queue a run snapshot and its new events; never blocks, never raises."""
         try:
             now = time.monotonic()
@@ -434,7 +434,7 @@ class MirrorWriter:
         if self._engine is None:
             self._engine = self._make_engine()
         updates = [
-            MirrorUpdate(status=p.status, events=[p.events[s] for s in sorted(p.events)])
+            RunUpdate(status=p.status, events=[p.events[s] for s in sorted(p.events)])
             for p in batch.runs.values()
         ]
         beats = [(run_id, beat.live) for run_id, beat in batch.beats.items()]

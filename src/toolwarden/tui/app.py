@@ -29,6 +29,7 @@ from textual.widgets import DataTable, Footer, Header, Input, Static
 
 from toolwarden.cli.main import end_startup_gc_pause
 from toolwarden.config import Settings
+from toolwarden.errors import one_line
 from toolwarden.models import DecideResult, PendingApproval, RunStatus, RunSummary
 from toolwarden.tui.backend import (
     Loader,
@@ -36,7 +37,6 @@ from toolwarden.tui.backend import (
     Snapshot,
     SupervisorAPI,
     SupervisorFactory,
-    describe_error,
     is_unavailable,
 )
 from toolwarden.tui.format import ago
@@ -121,11 +121,7 @@ class ToolwardenApp(App[None]):
         self.settings = settings
         self.clock = clock
         self.refresh_seconds = refresh_seconds
-        if approver is None:
-            from toolwarden.cli.approvals import default_approver
-
-            approver = default_approver()
-        self.approver = approver
+        self.approver = approver  # None: the OS user, resolved when a decision is made
         self.supervisor: SupervisorAPI | None = None
         self.loader: Loader | None = None
         self.snapshot: Snapshot | None = None
@@ -240,7 +236,7 @@ class ToolwardenApp(App[None]):
         if unavailable:
             self.problem = f"Temporal is unavailable at {address}: reconnecting…"
         else:
-            self.problem = f"Could not load from Temporal at {address}: {describe_error(exc)}"
+            self.problem = f"Could not load from Temporal at {address}: {one_line(exc)}"
         if self.supervisor is not None and unavailable and (
             self.failures >= FAILURES_BEFORE_RECONNECT
         ):
@@ -431,9 +427,13 @@ class ToolwardenApp(App[None]):
     # -- actions -----------------------------------------------------------------------------
 
     def decision_context(self) -> DecisionContext:
+        # Imported here, not at the top: the client pulls in temporalio (see `after_first_paint`).
+        from toolwarden.client import os_user
+
+        user = os_user()
         return DecisionContext(
-            by=self.approver,
-            approvers=list(self.settings.approvals.approvers),
+            by=self.approver or user,
+            acting_user=user,
             supervisor=lambda: self.supervisor,
             clock=self.clock,
         )
@@ -514,7 +514,7 @@ class ToolwardenApp(App[None]):
         try:
             await supervisor.get_run(run_id).cancel(reason or "cancelled from the TUI")
         except Exception as exc:
-            self.say(f"Could not cancel {run_id}: {describe_error(exc)}", severity="error")
+            self.say(f"Could not cancel {run_id}: {one_line(exc)}", severity="error")
             return
         self.say(f"Cancelling {run_id}…")
         self.refresh_now()

@@ -58,6 +58,7 @@ class SupervisorAPI(Protocol):
         by: str,
         reason: str | None = None,
         response: JsonValue = None,
+        acting_user: str | None = None,
     ) -> DecideResult: ...
 
     def web_ui_url(self, run_id: str) -> str: ...
@@ -82,12 +83,6 @@ def is_unavailable(exc: BaseException) -> bool:
             RPCStatusCode.UNKNOWN,
         )
     return isinstance(exc, RuntimeError) and "connect" in str(exc).lower()
-
-
-def describe_error(exc: BaseException) -> str:
-    """One line for the operator."""
-    text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-    return text[:300]
 
 
 @dataclass
@@ -141,6 +136,8 @@ class Loader:
         self._pending: dict[str, tuple[RunStatus, list[PendingApproval]]] = {}
 
     async def load(self, run_filter: RunFilter, focus: Iterable[str] = ()) -> Snapshot:
+        from toolwarden.client import assemble_approvals
+
         pending_runs, runs = await asyncio.gather(
             self.supervisor.list_runs(
                 approval_state=ApprovalState.PENDING, running_only=True, limit=None
@@ -152,13 +149,7 @@ class Loader:
         pending_ids = [r.run_id for r in pending_runs]
         wanted = self._plan(list(focus), pending_ids, runs)
         await self._fetch(wanted)
-        approvals = [
-            approval
-            for run_id in pending_ids
-            if (status := self.statuses.get(run_id)) is not None
-            for approval in self._pending_of(status)
-        ]
-        approvals.sort(key=lambda p: (p.approval.requested_at, p.approval.approval_id))
+        approvals = assemble_approvals(pending_ids, self.statuses, rows_of=self._pending_of)
         keep = set(pending_ids) | {r.run_id for r in runs} | set(focus)
         for run_id in list(self._fetched_at):
             if run_id not in keep:
@@ -174,13 +165,12 @@ class Loader:
         Most statuses are not queried again on a given refresh; rebuilding hundreds of rows
         anyway would only feed the garbage collector, whose full passes stall the UI.
         """
+        from toolwarden.client import approvals_of
+
         cached = self._pending.get(status.run_id)
         if cached is not None and cached[0] is status:
             return cached[1]
-        rows = [
-            PendingApproval(approval=a, tool_name=status.tool_name, run_state=status.state)
-            for a in status.pending_approvals
-        ]
+        rows = approvals_of(status)
         self._pending[status.run_id] = (status, rows)
         return rows
 

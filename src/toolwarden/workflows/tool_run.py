@@ -16,20 +16,26 @@ from temporalio.exceptions import ActivityError, ApplicationError, CancelledErro
 
 from toolwarden.workflows import (
     APPROVAL_STATE,
+    APPROVE_SIGNAL,
     APPROVER_NOT_ALLOWED,
+    DECIDE_UPDATE,
+    EVENTS_QUERY,
+    REJECT_SIGNAL,
+    REQUEST_APPROVAL_UPDATE,
     RUN_ENDED,
     RUN_STATE,
+    STATUS_QUERY,
     UNKNOWN_APPROVAL,
+    WAIT_DECISION_UPDATE,
     WORKFLOW_NAME,
 )
 
 with workflow.unsafe.imports_passed_through():
     from pydantic import JsonValue
 
-    from toolwarden.activities.tool_run import PROJECT_RUN, RUN_TOOL
+    from toolwarden.activities.tool_run import PROJECT_RUN, RUN_TOOL, closing_events
     from toolwarden.models import (
         GATE_KEY,
-        RETRYABLE_OUTCOMES,
         ApprovalAsk,
         ApprovalRecord,
         ApprovalRef,
@@ -43,15 +49,21 @@ with workflow.unsafe.imports_passed_through():
         DecideResult,
         Decision,
         DecisionSignal,
-        MirrorUpdate,
         RunEvent,
         RunResult,
         RunSpec,
         RunState,
         RunStatus,
+        RunUpdate,
         approval_id,
-        closing_events,
+    )
+    from toolwarden.workflows.rules import (
+        NewEvent,
+        approver_refusal,
+        attempt_ended,
+        can_retry,
         ending_state,
+        run_ended,
     )
 
 
@@ -117,13 +129,7 @@ class ToolRunWorkflow:
             self._release_held()
             if closed is not None:
                 return closed
-            self._emit(
-                "attempt_ended",
-                attempt=self._attempt,
-                outcome=result.outcome.value,
-                exit_code=result.exit_code,
-                signal=result.signal,
-            )
+            self._record(attempt_ended(result))
             if result.outcome is AttemptOutcome.AWAITING_DECISION:
                 # Exit and relaunch: no process and no worker slot while a person decides.
                 self._set_phase(RunState.WAITING_APPROVAL)
@@ -136,7 +142,7 @@ class ToolRunWorkflow:
                     if a.state is not ApprovalState.PENDING
                 }
                 continue
-            if result.outcome in RETRYABLE_OUTCOMES and self._retry_count < spec.retries:
+            if can_retry(spec, self._retry_count, result):
                 self._retry_count += 1
                 delay = spec.backoff.delay(self._retry_count)
                 self._set_phase(RunState.RETRYING)
@@ -179,11 +185,11 @@ class ToolRunWorkflow:
         }.get(decision.outcome, RunState.REJECTED)
         return self._finish(state, error=f"gate {decision.outcome.value}: {decision.reason or ''}")
 
-    def _projection_for_attempt(self) -> MirrorUpdate | None:
+    def _projection_for_attempt(self) -> RunUpdate | None:
         """Pending events ride along with the attempt (replaces a `project_run` call)."""
         if not workflow.patched(PROJECT_WITH_ATTEMPT):
             return None
-        update = MirrorUpdate(status=self.status(), events=self._events[self._projected :])
+        update = RunUpdate(status=self.status(), events=self._events[self._projected :])
         self._projected = len(self._events)
         return update
 
@@ -279,7 +285,7 @@ class ToolRunWorkflow:
             attempt=self._attempt,
             retry_count=self._retry_count,
         )
-        self._emit("run_ended", state=state.value, exit_code=exit_code)
+        self._record(run_ended(state, exit_code))
         self._publish()
         return self._final
 
@@ -347,8 +353,9 @@ class ToolRunWorkflow:
         record = self._approvals.get(key)
         if record is None:
             return f"unknown approval {approval_id(spec.run_id, key)}"
-        if spec.approvers and (by or "") not in spec.approvers:
-            return f"{by or 'anonymous'} is not an allowed approver"
+        not_allowed = approver_refusal(spec.approvers, by)
+        if not_allowed is not None:
+            return not_allowed
         if record.state is not ApprovalState.PENDING:
             who = f" by {record.decided_by}" if record.decided_by else ""
             return f"already {record.state.value}{who}"
@@ -399,7 +406,9 @@ class ToolRunWorkflow:
         )
         return DecideResult(took_effect=True, approval=record, message=f"{state.value}")
 
-    @workflow.update(unfinished_policy=workflow.HandlerUnfinishedPolicy.ABANDON)
+    @workflow.update(
+        name=REQUEST_APPROVAL_UPDATE, unfinished_policy=workflow.HandlerUnfinishedPolicy.ABANDON
+    )
     async def request_approval(self, ask: ApprovalAsk) -> ApprovalRecord:
         return self._open(ask, ApprovalSource.TOOL)
 
@@ -408,7 +417,9 @@ class ToolRunWorkflow:
         if self._final is not None:
             raise ApplicationError("the run has ended", type=RUN_ENDED)
 
-    @workflow.update(unfinished_policy=workflow.HandlerUnfinishedPolicy.ABANDON)
+    @workflow.update(
+        name=WAIT_DECISION_UPDATE, unfinished_policy=workflow.HandlerUnfinishedPolicy.ABANDON
+    )
     async def wait_decision(self, ref: ApprovalRef) -> Decision:
         return await self._await_decision(ref.key)
 
@@ -417,7 +428,7 @@ class ToolRunWorkflow:
         if ref.key not in self._approvals:
             raise ApplicationError(f"unknown approval key {ref.key}", type=UNKNOWN_APPROVAL)
 
-    @workflow.update
+    @workflow.update(name=DECIDE_UPDATE)
     async def decide(self, request: DecideRequest) -> DecideResult:
         result = self._decide(
             request.key, request.approve, request.by, request.reason, request.response
@@ -433,22 +444,21 @@ class ToolRunWorkflow:
                 f"unknown approval {approval_id(spec.run_id, request.key)}",
                 type=UNKNOWN_APPROVAL,
             )
-        if spec.approvers and request.by not in spec.approvers:
-            raise ApplicationError(
-                f"{request.by} is not an allowed approver", type=APPROVER_NOT_ALLOWED
-            )
+        not_allowed = approver_refusal(spec.approvers, request.by)
+        if not_allowed is not None:
+            raise ApplicationError(not_allowed, type=APPROVER_NOT_ALLOWED)
 
-    @workflow.signal
+    @workflow.signal(name=APPROVE_SIGNAL)
     def approve(self, signal: DecisionSignal) -> None:
         self._decide(signal.key, True, signal.by, signal.reason, signal.response)
 
-    @workflow.signal
+    @workflow.signal(name=REJECT_SIGNAL)
     def reject(self, signal: DecisionSignal) -> None:
         self._decide(signal.key, False, signal.by, signal.reason, signal.response)
 
     # -- queries and projection ---------------------------------------------------------------
 
-    @workflow.query
+    @workflow.query(name=STATUS_QUERY)
     def status(self) -> RunStatus:
         spec = self._require_spec()
         final = self._final
@@ -471,7 +481,7 @@ class ToolRunWorkflow:
             spec=spec,
         )
 
-    @workflow.query
+    @workflow.query(name=EVENTS_QUERY)
     def events(self) -> list[RunEvent]:
         return list(self._events)
 
@@ -512,6 +522,12 @@ class ToolRunWorkflow:
             RunEvent(seq=len(self._events) + 1, at=at or self._updated_at, kind=kind, data=data)
         )
 
+    def _record(self, event: NewEvent) -> None:
+        self._updated_at = workflow.now()
+        self._events.append(
+            RunEvent(seq=len(self._events) + 1, at=self._updated_at, kind=event.kind, data=event.data)
+        )
+
     async def _project_forever(self) -> None:
         while True:
             await workflow.wait_condition(lambda: self._projected < len(self._events))
@@ -519,7 +535,7 @@ class ToolRunWorkflow:
 
     async def _project_once(self) -> None:
         upto = len(self._events)
-        update = MirrorUpdate(status=self.status(), events=self._events[self._projected : upto])
+        update = RunUpdate(status=self.status(), events=self._events[self._projected : upto])
         await workflow.execute_local_activity(
             PROJECT_RUN,
             update,

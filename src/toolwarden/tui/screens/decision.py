@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import json
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
@@ -18,8 +17,9 @@ from textual.containers import Horizontal, Vertical
 from textual.screen import ModalScreen
 from textual.widgets import Button, Input, Label, Static
 
+from toolwarden.errors import one_line
 from toolwarden.models import ApprovalRecord, ApprovalState, DecideResult, PendingApproval
-from toolwarden.tui.backend import SupervisorAPI, describe_error, is_unavailable
+from toolwarden.tui.backend import SupervisorAPI, is_unavailable
 from toolwarden.tui.format import ago, countdown
 from toolwarden.tui.widgets.fields import TextField
 
@@ -29,20 +29,13 @@ STATE_POLL_TIMEOUT = 15.0
 
 @dataclass
 class DecisionContext:
-    """What the dialog needs from the app: who decides, the live supervisor, the clock."""
+    """What the dialog needs from the app: who decides (and the OS user deciding through it),
+    the live supervisor, the clock."""
 
     by: str
-    approvers: list[str]
+    acting_user: str
     supervisor: Callable[[], SupervisorAPI | None]
     clock: Callable[[], datetime]
-
-
-def parse_response(text: str) -> JsonValue:
-    """The response field: empty means none; anything else must be JSON."""
-    if not text.strip():
-        return None
-    value: JsonValue = json.loads(text)
-    return value
 
 
 def decided_elsewhere(record: ApprovalRecord, now: datetime) -> str:
@@ -167,15 +160,14 @@ class DecisionDialog(ModalScreen[DecideResult | None]):
             self.show_error("A reason is required to reject.")
             self.query_one("#reason", Input).focus()
             return
+        # Imported here: the client pulls in temporalio, which must not delay the first frame.
+        from toolwarden.client import InvalidResponse, parse_response
+
         try:
             response = parse_response(self.query_one("#response", Input).value)
-        except json.JSONDecodeError as exc:
-            self.show_error(f"Response is not valid JSON: {exc.msg} (column {exc.colno}).")
+        except InvalidResponse as exc:
+            self.show_error(f"Response is {exc}.")
             self.query_one("#response", Input).focus()
-            return
-        approvers = self.context.approvers
-        if approvers and self.context.by not in approvers:
-            self.show_error(f"{self.context.by} is not an allowed approver (approvals.approvers).")
             return
         self.submitting = True
         self.query_one("#confirm", Button).disabled = True
@@ -184,7 +176,7 @@ class DecisionDialog(ModalScreen[DecideResult | None]):
 
     @work(exclusive=True, group="decide", exit_on_error=False)
     async def _decide(self, reason: str | None, response: JsonValue) -> None:
-        from toolwarden.client import ApprovalError
+        from toolwarden.client import DecisionRefused, RefusalReason
 
         supervisor = self.context.supervisor()
         try:
@@ -196,27 +188,29 @@ class DecisionDialog(ModalScreen[DecideResult | None]):
                 by=self.context.by,
                 reason=reason,
                 response=response,
+                acting_user=self.context.acting_user,
             )
-        except ApprovalError as exc:
+        except DecisionRefused as exc:
             self.submitting = False
-            self.show_closed(f"Not changed: {describe_error(exc)}", ApprovalState.CANCELLED)
+            if exc.reason is RefusalReason.NOT_ALLOWED:
+                self.show_error(f"Not allowed: {exc}.")
+            elif exc.reason is RefusalReason.ALREADY_DECIDED and exc.approval is not None:
+                self.show_closed(
+                    "Not changed. " + decided_elsewhere(exc.approval, self.context.clock()),
+                    exc.approval.state,
+                )
+            else:
+                self.show_closed(f"Not changed: {one_line(exc)}", ApprovalState.CANCELLED)
             return
         except Exception as exc:
             self.submitting = False
             self.query_one("#confirm", Button).disabled = False
             prefix = "Temporal is unavailable" if is_unavailable(exc) else "Failed"
-            self.show_error(f"{prefix}: {describe_error(exc)}. Press enter to try again.")
+            self.show_error(f"{prefix}: {one_line(exc)}. Press enter to try again.")
             return
         self.submitting = False
-        if result.took_effect or result.queued or result.approval is None:
-            self.result = result
-            self.dismiss(result)
-            return
-        self.show_closed(
-            f"Not changed: {result.message}. "
-            + decided_elsewhere(result.approval, self.context.clock()),
-            result.approval.state,
-        )
+        self.result = result
+        self.dismiss(result)
 
     @work(group="poll", exit_on_error=False)
     async def _poll_state(self) -> None:
