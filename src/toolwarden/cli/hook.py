@@ -156,7 +156,7 @@ def _await_reply(sock: socket.socket, request_id: str, *, wait: bool, deadline: 
                 if not wait:
                     return Answer(_DEFER, f"waiting for a person: toolwarden approval {reply.approval_id}")
                 pending = reply
-            elif isinstance(reply, protocol.DecisionReply) and reply.id == request_id:
+            elif isinstance(reply, protocol.DecisionMessage) and reply.id == request_id:
                 return _from_decision(reply.decision)
 
 
