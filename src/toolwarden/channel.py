@@ -47,6 +47,8 @@ log = logging.getLogger(__name__)
 
 NotifyPending = Callable[[str, datetime], None]
 RequestHandler = Callable[[ApprovalAsk, NotifyPending], Awaitable[Decision]]
+# An agent hook's tool call: the handler applies the policy and, if it asks, gets a decision.
+AgentCallHandler = Callable[[protocol.AgentCallMessage, NotifyPending], Awaitable[Decision]]
 
 # Unix socket paths are limited by sockaddr_un.sun_path (108 bytes on Linux, 104 on macOS).
 MAX_SOCKET_PATH_BYTES = 103
@@ -98,6 +100,7 @@ class ToolChannel:
         heartbeat_interval: float,
         on_heartbeat: Callable[[float | None, str | None], None],
         on_request: RequestHandler,
+        on_agent_call: AgentCallHandler | None = None,
     ) -> None:
         self._path = Path(path)
         self._run_id = run_id
@@ -105,6 +108,7 @@ class ToolChannel:
         self._heartbeat_interval = heartbeat_interval
         self._on_heartbeat = on_heartbeat
         self._on_request = on_request
+        self._on_agent_call = on_agent_call
         self._server: asyncio.AbstractServer | None = None
         self._inode: int | None = None
         self._connections: dict[int, _Connection] = {}
@@ -302,8 +306,32 @@ class ToolChannel:
         elif isinstance(message, protocol.Hello):
             self._hello = message
             conn.send(protocol.encode_welcome(self._run_id, self._attempt, self._heartbeat_interval))
+        elif isinstance(message, protocol.AgentCallMessage):
+            self._start_agent_call(message, conn)
         else:
             self._start_request(message, conn)
+
+    def _start_agent_call(self, message: protocol.AgentCallMessage, conn: _Connection) -> None:
+        handler = self._on_agent_call
+        if handler is None:
+            self._refuse(
+                conn,
+                protocol.ProtocolViolation(
+                    protocol.INVALID, "this run has no agent adapter (run it with --agent)", message.id
+                ),
+            )
+            return
+        if message.id in conn.requests or len(conn.requests) >= MAX_REQUESTS_PER_CONNECTION:
+            text = "request id in use or too many requests in flight"
+            violation = protocol.ProtocolViolation(protocol.INVALID, text, message.id)
+            self._refuse(conn, violation)
+            return
+        key = f"agent-call:{message.tool_use_id or message.id}"
+        conn.keys[message.id] = key
+        task = asyncio.create_task(
+            self._serve(message.id, key, lambda notify: handler(message, notify), conn), name=key
+        )
+        conn.requests[message.id] = task
 
     # -- approval requests ----------------------------------------------------------------
 
@@ -331,11 +359,19 @@ class ToolChannel:
             refuse(text)
             return
         conn.keys[message.id] = message.key
-        task = asyncio.create_task(self._serve_request(message, ask, conn), name=f"approval {message.key}")
+        handler = self._on_request
+        task = asyncio.create_task(
+            self._serve(message.id, message.key, lambda notify: handler(ask, notify), conn),
+            name=f"approval {message.key}",
+        )
         conn.requests[message.id] = task
 
-    async def _serve_request(
-        self, message: protocol.ApprovalRequestMessage, ask: ApprovalAsk, conn: _Connection
+    async def _serve(
+        self,
+        request_id: str,
+        key: str,
+        decide: Callable[[NotifyPending], Awaitable[Decision]],
+        conn: _Connection,
     ) -> None:
         state = {"pending_sent": False, "done": False}
 
@@ -343,26 +379,28 @@ class ToolChannel:
             if state["pending_sent"] or state["done"]:
                 return
             state["pending_sent"] = True
-            conn.send(protocol.encode_pending(message.id, message.key, approval_id, _iso(expires_at)))
+            # An agent call learns its key here: the supervisor derived it from the call.
+            pending_key = approval_id.rpartition("/")[2] or key
+            conn.send(protocol.encode_pending(request_id, pending_key, approval_id, _iso(expires_at)))
 
         try:
-            decision = await self._on_request(ask, notify_pending)
+            decision = await decide(notify_pending)
         except asyncio.CancelledError:
             raise
         except Exception as exc:
             text = str(exc) or type(exc).__name__
-            log.warning("approval %s: the supervisor could not handle it: %s", message.key, text)
-            conn.send(protocol.encode_error(protocol.UNAVAILABLE, text, message.id))
+            log.warning("approval %s: the supervisor could not handle it: %s", key, text)
+            conn.send(protocol.encode_error(protocol.UNAVAILABLE, text, request_id))
             return
         finally:
             state["done"] = True
-            conn.keys.pop(message.id, None)
-            conn.requests.pop(message.id, None)
-        line = protocol.encode_decision(message.id, decision.model_dump(mode="json"))
+            conn.keys.pop(request_id, None)
+            conn.requests.pop(request_id, None)
+        line = protocol.encode_decision(request_id, decision.model_dump(mode="json"))
         if len(line) > protocol.MAX_REPLY_BYTES:
             line = protocol.encode_error(
                 protocol.OVERSIZED,
                 f"the decision is larger than {protocol.MAX_REPLY_BYTES} bytes",
-                message.id,
+                request_id,
             )
         conn.send(line)

@@ -35,6 +35,9 @@ from toolwarden.durations import duration_seconds
 from toolwarden.errors import validation_line
 from toolwarden.models import (
     DEFAULT_LIVENESS,
+    AgentKind,
+    AgentMode,
+    AgentPolicy,
     ExpiryOutcome,
     Liveness,
     RetryBackoff,
@@ -177,6 +180,18 @@ class ToolProfile(Section):
     answer_no: str | None = None
     env: dict[str, str] = Field(default_factory=dict)
     secrets: list[str] = Field(default_factory=list)  # names the worker resolves at launch
+    # A coding agent run through its hooks (docs/agents.md): which, its policy, how it waits.
+    agent: AgentKind | None = None
+    policy: AgentPolicy | None = None
+    agent_mode: AgentMode | None = None
+    agent_hook_timeout: Duration | None = None
+
+    @field_validator("policy", mode="after")
+    @classmethod
+    def _check_policy(cls, value: AgentPolicy | None) -> AgentPolicy | None:
+        from toolwarden.agents.policy import check_policy
+
+        return None if value is None else check_policy(value)
 
 
 class ApprovalSettings(Section):
@@ -410,12 +425,25 @@ class Settings(BaseSettings):
             answer_yes=_or(merged.get("answer_yes"), "y"),
             answer_no=_or(merged.get("answer_no"), "n"),
             liveness=merged["liveness"],
+            **_agent_fields(merged),
         )
 
 
 def _or(value: str | None, default: str) -> str:
     # An empty answer is a real one (just Enter, taking the tool's default).
     return default if value is None else value
+
+
+def _agent_fields(merged: dict[str, Any]) -> dict[str, Any]:
+    fields: dict[str, Any] = {"agent": merged.get("agent")}
+    for source, target in (
+        ("policy", "agent_policy"),
+        ("agent_mode", "agent_mode"),
+        ("agent_hook_timeout", "agent_hook_timeout"),
+    ):
+        if merged.get(source) is not None:
+            fields[target] = merged[source]
+    return fields
 
 
 class ConfigError(Exception):

@@ -146,6 +146,45 @@ class RetryBackoff(Model):
         return timedelta(seconds=min(seconds, self.maximum.total_seconds()))
 
 
+class AgentKind(StrEnum):
+    """A coding agent toolwarden adapts through its own hooks (`--agent`)."""
+
+    CLAUDE = "claude"
+    CODEX = "codex"
+
+
+class AgentMode(StrEnum):
+    """How an agent's hook waits for a person: exit and resume (defer) or hold the process."""
+
+    DEFER = "defer"
+    BLOCK = "block"
+
+
+class AgentPolicy(Model):
+    """Rules the supervisor applies to an agent's tool calls before asking anyone.
+
+    Rules read `Tool` or `Tool(pattern)` (see `toolwarden.agents.policy`); deny beats ask beats
+    allow, and with `defaults` the documented defaults apply after the listed rules.
+    """
+
+    allow: list[str] = Field(default_factory=list)
+    ask: list[str] = Field(default_factory=list)
+    deny: list[str] = Field(default_factory=list)
+    defaults: bool = True
+
+
+class AgentCallRecord(Model):
+    """One tool call of an agent as the supervisor decided it (the policy's audit trail)."""
+
+    at: datetime
+    tool_name: str
+    summary: str
+    tool_use_id: str | None = None
+    verdict: str  # allow, deny or ask
+    rule: str
+    approval_key: str | None = None
+
+
 class RunSpec(Model):
     """Everything the workflow needs to supervise one tool; resolved from config by the client."""
 
@@ -176,6 +215,11 @@ class RunSpec(Model):
     answer_yes: str = "y"
     answer_no: str = "n"
     liveness: list[Liveness] = Field(default_factory=lambda: list(DEFAULT_LIVENESS), min_length=1)
+    agent: AgentKind | None = None
+    agent_policy: AgentPolicy = Field(default_factory=AgentPolicy)
+    agent_mode: AgentMode = AgentMode.DEFER
+    # Claude's hook timeout in the injected settings: how long a blocking hook may wait.
+    agent_hook_timeout: timedelta = timedelta(hours=24)
 
 
 class ApprovalAsk(Model):
@@ -298,6 +342,8 @@ class AttemptSpec(Model):
     resume: dict[str, Decision] = Field(default_factory=dict)
     # Events recorded before this launch, for the activity to hand to the sinks.
     recorded: RunUpdate | None = None
+    # The agent session the previous attempt left waiting on a decision: resume it.
+    agent_session: str | None = None
 
 
 class LiveDetails(Model):
@@ -338,6 +384,9 @@ class AttemptResult(Model):
     pending_keys: list[str] = Field(default_factory=list)
     progress: float | None = None
     message: str | None = None
+    # An agent run (`RunSpec.agent`): its session id and each tool call the supervisor decided.
+    agent_session: str | None = None
+    agent_calls: list[AgentCallRecord] = Field(default_factory=list)
 
 
 class RunStatus(Model):

@@ -72,6 +72,7 @@ ON_EXPIRY_VALUES: Final = frozenset({"approve", "reject"})
 HELLO: Final = "hello"
 HEARTBEAT: Final = "heartbeat"
 APPROVAL_REQUEST: Final = "approval_request"
+AGENT_CALL: Final = "agent_call"
 WELCOME: Final = "welcome"
 PENDING: Final = "pending"
 DECISION: Final = "decision"
@@ -118,7 +119,26 @@ class ApprovalRequestMessage:
         return None if self.timeout is None else timedelta(seconds=self.timeout)
 
 
-ToolMessage = Hello | Heartbeat | ApprovalRequestMessage
+@dataclass(frozen=True, slots=True)
+class AgentCallMessage:
+    """A coding agent's tool call, sent by its hook (`toolwarden hook claude|codex`).
+
+    The supervisor applies the run's policy, and if it says "ask", turns the call into an
+    approval it keys, summarizes and details itself; the replies are those of an
+    `approval_request`. With `wait` false the hook wants `pending` and then hangs up (Claude's
+    defer); with `wait` true it stays for the `decision` (a blocking hook).
+    """
+
+    id: str
+    agent: str
+    session_id: str | None
+    tool_use_id: str | None
+    tool_name: str
+    tool_input: Any
+    wait: bool
+
+
+ToolMessage = Hello | Heartbeat | ApprovalRequestMessage | AgentCallMessage
 
 
 # ---------------------------------------------------------------------------------------------
@@ -362,7 +382,35 @@ def _check_version(obj: Mapping[str, Any], request_id: str | None) -> None:
         )
 
 
-def parse_line(line: bytes) -> Hello | Heartbeat | ApprovalRequestMessage:
+def _opt_text(obj: Mapping[str, Any], name: str, high: int) -> str | None:
+    value = obj.get(name)
+    if value is not None and not _is_text(value, 1, high):
+        raise ValueError(f"{name} must be a string of 1 to {high} characters, or null")
+    return value
+
+
+def _parse_agent_call(obj: Mapping[str, Any], raw_id: Any) -> AgentCallMessage:
+    tool_name = obj.get("tool_name")
+    if not _is_text(tool_name, 1, MAX_TOOL_CHARS):
+        raise ValueError(f"tool_name must be a string of 1 to {MAX_TOOL_CHARS} characters")
+    agent = obj.get("agent")
+    if not _is_text(agent, 1, MAX_TOOL_CHARS):
+        raise ValueError(f"agent must be a string of 1 to {MAX_TOOL_CHARS} characters")
+    wait = obj.get("wait", False)
+    if not isinstance(wait, bool):
+        raise ValueError("wait must be true or false")
+    return AgentCallMessage(
+        id=check_request_id(raw_id),
+        agent=agent,
+        session_id=_opt_text(obj, "session_id", MAX_ID_CHARS),
+        tool_use_id=_opt_text(obj, "tool_use_id", MAX_ID_CHARS),
+        tool_name=tool_name,
+        tool_input=obj.get("tool_input"),
+        wait=wait,
+    )
+
+
+def parse_line(line: bytes) -> Hello | Heartbeat | ApprovalRequestMessage | AgentCallMessage:
     """Parse one line from a tool. Raises `ProtocolViolation` (and nothing else) if refused."""
     obj = _decode_object(line, MAX_LINE_BYTES)
     raw_id = obj.get("id")
@@ -384,6 +432,8 @@ def parse_line(line: bytes) -> Hello | Heartbeat | ApprovalRequestMessage:
                 timeout=check_timeout(obj.get("timeout")),
                 on_expiry=check_on_expiry(obj.get("on_expiry")),
             )
+        if kind == AGENT_CALL:
+            return _parse_agent_call(obj, raw_id)
         if kind == HELLO:
             tool = obj.get("tool")
             if tool is not None and not _is_text(tool, 0, MAX_TOOL_CHARS):
@@ -484,6 +534,33 @@ def encode_approval_request(
             "details": check_details(details),
             "timeout": check_timeout(timeout),
             "on_expiry": check_on_expiry(on_expiry),
+        },
+        ascii_only=False,
+    )
+
+
+def encode_agent_call(
+    request_id: str,
+    *,
+    agent: str,
+    tool_name: str,
+    tool_input: Any,
+    session_id: str | None = None,
+    tool_use_id: str | None = None,
+    wait: bool = False,
+) -> bytes:
+    """An `agent_call` line (sent by the agents' hooks)."""
+    return _line(
+        {
+            "v": PROTOCOL_VERSION,
+            "type": AGENT_CALL,
+            "id": check_request_id(request_id),
+            "agent": agent,
+            "session_id": session_id,
+            "tool_use_id": tool_use_id,
+            "tool_name": tool_name,
+            "tool_input": tool_input,
+            "wait": wait,
         },
         ascii_only=False,
     )

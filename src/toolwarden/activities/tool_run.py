@@ -19,11 +19,13 @@ from temporalio import activity
 from temporalio.client import WorkflowHandle
 from temporalio.exceptions import ApplicationError, ApplicationErrorCategory
 
-from toolwarden import metrics
+from toolwarden import metrics, protocol
+from toolwarden.agents import adapter
 from toolwarden.channel import NotifyPending, ToolChannel
 from toolwarden.config import Settings
 from toolwarden.files import private_dir
 from toolwarden.models import (
+    AgentCallRecord,
     ApprovalAsk,
     ApprovalRecord,
     ApprovalRef,
@@ -95,6 +97,10 @@ class _Attempt:
         self.key = f"{attempt.spec.run_id}:{attempt.attempt}"
         # Resolved values, scrubbed from what leaves the worker: output tail, tool message.
         self.secrets: dict[str, str] = {}
+        # Agent runs: the session to resume, calls a hook deferred, what the policy decided.
+        self.agent_session: str | None = attempt.agent_session
+        self.deferred: set[str] = set()
+        self.agent_calls: list[AgentCallRecord] = []
 
     def on_heartbeat(self, progress: float | None, message: str | None) -> None:
         self.last_beat = time.monotonic()
@@ -184,6 +190,11 @@ class ToolActivities:
             on_request=lambda ask, notify: self._ask_workflow(
                 workflow, state, ask, _noting_pending(state, ask.key, notify)
             ),
+            on_agent_call=(
+                (lambda call, notify: self._agent_call(workflow, state, call, notify))
+                if spec.agent is not None
+                else None
+            ),
         )
         await channel.start()
 
@@ -233,7 +244,7 @@ class ToolActivities:
         env.update(state.secrets)
         try:
             launched = await launch(
-                spec.argv,
+                adapter.launch_argv(spec, attempt.agent_session),
                 cwd=spec.cwd,
                 env=env,
                 stdout_path=stdout_path,
@@ -307,7 +318,11 @@ class ToolActivities:
         # Exit and relaunch: the tool was told a request is pending and exited to be relaunched
         # with the answer. The answer may have come in before it exited; it is relaunched all
         # the same (with nothing left to wait for), or the run would fail on the exit code.
-        if ending.exit_code == EXIT_AWAIT_DECISION and state.told_pending:
+        # An agent's hook deferred its calls instead, and the agent exits its own way.
+        deferred = sorted(state.deferred - state.decided)
+        if (ending.exit_code == EXIT_AWAIT_DECISION and state.told_pending) or adapter.awaits_decision(
+            spec, ending.exit_code, deferred
+        ):
             outcome = AttemptOutcome.AWAITING_DECISION
         live = state.live()
         return result.model_copy(
@@ -327,6 +342,8 @@ class ToolActivities:
                 "pending_keys": undecided,
                 "progress": state.progress,
                 "message": live.message,
+                "agent_session": state.agent_session,
+                "agent_calls": state.agent_calls,
             }
         )
 
@@ -402,6 +419,35 @@ class ToolActivities:
             return decision
         finally:
             state.waiting.discard(ask.key)
+
+    async def _agent_call(
+        self,
+        workflow: WorkflowHandle[object, object],
+        state: _Attempt,
+        call: protocol.AgentCallMessage,
+        notify_pending: Callable[[str, datetime], None],
+    ) -> Decision:
+        """An agent's tool call: the policy decides, or it becomes an approval."""
+        spec = state.attempt.spec
+        if call.session_id:
+            state.agent_session = call.session_id
+        screened = adapter.screen(spec, call, spec.cwd or os.getcwd(), datetime.now(UTC))
+        state.agent_calls.append(screened.record)
+        ask = screened.ask
+        if ask is None:
+            assert screened.decision is not None
+            return screened.decision
+
+        # Claude keeps one deferred call per exit: a second call deferred in the same turn would
+        # be dropped. So once a call is deferred, later ones block (the hook keeps waiting).
+        defer = not call.wait and not (state.deferred - state.decided)
+
+        def pending(approval_id: str, expires_at: datetime) -> None:
+            if defer:  # the hook hangs up and the agent exits: relaunch on the decision
+                state.deferred.add(ask.key)
+                notify_pending(approval_id, expires_at)
+
+        return await self._ask_workflow(workflow, state, ask, pending)
 
     @activity.defn(name=PROJECT_RUN_ACTIVITY)
     async def project_run(self, update: RunUpdate) -> None:

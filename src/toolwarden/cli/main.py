@@ -40,6 +40,7 @@ COMMANDS = {
     "token": "toolwarden.cli.token:token",
     "beat": "toolwarden.cli.toolside:beat",
     "ask": "toolwarden.cli.toolside:ask",
+    "hook": "toolwarden.cli.hook:hook",
 }
 
 HELP = {
@@ -61,6 +62,7 @@ HELP = {
     "token": "Create, list and revoke approvers' HTTP API tokens.",
     "beat": "From inside a supervised tool: report liveness and progress.",
     "ask": "From inside a supervised tool: ask a person for approval.",
+    "hook": "From inside claude or codex: the hook --agent installs.",
 }
 
 

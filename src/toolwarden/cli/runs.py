@@ -172,6 +172,8 @@ async def _run(settings: Settings, spec_args: dict[str, object], detach: bool) -
     help="What resets --hang-timeout: output, cpu, heartbeat (comma-separated).",
 )
 @click.option("--detach", is_flag=True, help="Print the run id and return at once.")
+@click.option("--agent", type=click.Choice(["claude", "codex"]),
+              help="The tool is this coding agent: its risky calls become approvals (docs/agents.md).")
 @click.argument("command", nargs=-1, required=True, type=click.UNPROCESSED)
 @click.pass_context
 def run(
@@ -191,6 +193,7 @@ def run(
     prompts: tuple[str, ...],
     liveness: str | None,
     detach: bool,
+    agent: str | None,
     command: tuple[str, ...],
 ) -> None:
     """Run COMMAND under supervision: `toolwarden run [OPTIONS] -- CMD ARGS...`.
@@ -222,6 +225,7 @@ def run(
         "approval_timeout": _duration(approval_timeout, "--approval-timeout"),
         "prompts": _patterns(prompts),
         "liveness": _liveness(liveness),
+        "agent": agent,
     }
     code = run_async(_run_with_gate(settings, spec_args, detach, approve_before))
     ctx.exit(code)

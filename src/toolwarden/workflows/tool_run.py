@@ -99,6 +99,7 @@ class ToolRunWorkflow:
         self._published: tuple[str, str | None] | None = None
         self._started_at = workflow.now()
         self._updated_at = self._started_at
+        self._agent_session: str | None = None  # the agent session an awaited attempt left
 
     # -- the run -----------------------------------------------------------------------------
 
@@ -127,12 +128,14 @@ class ToolRunWorkflow:
             self._emit("attempt_started", attempt=self._attempt)
             result = await self._run_attempt(spec, resume)
             self._last_attempt = result
+            self._audit_agent_calls(result)
             self._record(attempt_ended(result))
             if result.outcome is AttemptOutcome.AWAITING_DECISION:
                 # Exit and relaunch: no process and no worker slot while a person decides.
                 self._set_loop_state(RunState.WAITING_APPROVAL)
                 for key in result.pending_keys:
                     await self._await_decision(key)
+                self._agent_session = result.agent_session  # an agent relaunches resumed
                 resume = {
                     k: a.decision()
                     for k, a in self._approvals.items()
@@ -156,6 +159,20 @@ class ToolRunWorkflow:
                 state, exit_code=result.exit_code, signal=result.signal, error=result.error
             )
 
+    def _audit_agent_calls(self, result: AttemptResult) -> None:
+        """Each call an agent's policy decided without a person, audited as decided by its rule."""
+        for call in result.agent_calls:
+            if call.verdict != "ask":
+                self._audit.append(
+                    AuditEntry(
+                        at=call.at,
+                        kind=f"policy_{call.verdict}",
+                        key=call.tool_use_id,
+                        by=f"policy: {call.rule}",
+                        detail=call.summary,
+                    )
+                )
+
     async def _gate(self, spec: RunSpec) -> RunResult | None:
         """The approval asked before the first launch; a result if it ends the run."""
         assert spec.approve_before is not None
@@ -173,15 +190,20 @@ class ToolRunWorkflow:
         """The launch's input, carrying the events recorded since the last projection.
 
         The activity hands them to the sinks, so a tool that starts at once costs no
-        `project_run` before it: one local activity per run fewer, the difference between
-        0.74 and 0.8 of bare Temporal in bench/runs.py. Not while a batch is in flight, so the
-        sinks still see events in order.
+        `project_run` before it: one local activity per run fewer (docs/benchmarks.md, issue
+        12). Not while a batch is in flight, so the sinks still see events in order.
         """
         recorded = None
         if not self._projecting and self._projected < len(self._events):
             recorded = RunUpdate(status=self.status(), events=self._events[self._projected :])
             self._projected = len(self._events)
-        return AttemptSpec(spec=spec, attempt=self._attempt, resume=resume, recorded=recorded)
+        return AttemptSpec(
+            spec=spec,
+            attempt=self._attempt,
+            resume=resume,
+            recorded=recorded,
+            agent_session=self._agent_session,
+        )
 
     async def _run_attempt(self, spec: RunSpec, resume: dict[str, Decision]) -> AttemptResult:
         close_timeout = (
