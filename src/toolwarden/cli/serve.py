@@ -39,6 +39,10 @@ def _banner(settings: Settings, started_server: bool) -> str:
     ]
     if settings.worker.health_address:
         lines.append(f"  Health    http://{settings.worker.health_address}/readyz")
+        lines.append(
+            f"  Approvals http://{settings.worker.health_address}/ "
+            "(sign in with a token from `toolwarden token create NAME`)"
+        )
     lines += [
         "",
         "Try, in another terminal:",
