@@ -274,7 +274,8 @@ def test_mirror_gauges() -> None:
 
 # -- naming rules -----------------------------------------------------------------------------
 
-ALLOWED_LABELS = {"tool", "state", "outcome", "version", "le"}
+# `channel` is one of the notifier kinds (webhook, slack, smtp): bounded like the others.
+ALLOWED_LABELS = {"tool", "state", "outcome", "version", "le", "channel"}
 RUN_ID_LIKE = re.compile(r"^run-|[0-9a-f]{8}-[0-9a-f]{4}-|[0-9a-f]{16,}")
 
 
