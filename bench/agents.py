@@ -103,8 +103,8 @@ async def hook_overhead(samples: int, home: Path) -> dict[str, list[float]]:
     }
     times: dict[str, list[float]] = {name: [] for name in commands}
     try:
-        for name, argv in commands.items():  # warm-up: page cache, .pyc files
-            _, out = await timed(argv, env)
+        for argv in commands.values():  # warm-up: page cache, .pyc files
+            await timed(argv, env)
         for _ in range(samples):
             for name, argv in commands.items():
                 elapsed, out = await timed(argv, env)
