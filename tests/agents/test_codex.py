@@ -10,12 +10,14 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import pytest
+from temporalio.client import Client
 
 from tests.agents.conftest import agent_binary
 from tests.agents.model_api import ModelAPI, Script
@@ -36,6 +38,7 @@ from toolwarden.models import (
     RunSpec,
     RunState,
 )
+from toolwarden.worker.runner import build_worker
 
 worker = pytest.mark.usefixtures("worker")
 COMMAND = "touch made-by-codex"  # codex refuses `rm -rf` by its own rules, before any hook
@@ -150,8 +153,10 @@ async def test_a_wait_that_outlives_the_hook_resumes_the_session(
 ) -> None:
     spec = codex_spec(settings, run_id("codex"), codex_bin, tmp_path, codex_api,
                       agent_hook_timeout=SHORT_HOOK)
+    started = time.monotonic()
     handle = await supervisor.start_run(spec)
     approval = await handed_over(handle)
+    parked = time.monotonic() - started
     made = tmp_path / "work" / "made-by-codex"
     assert not made.exists()
     status = await handle.status()
@@ -161,9 +166,13 @@ async def test_a_wait_that_outlives_the_hook_resumes_the_session(
     told = [text for text in codex_api.tool_results() if approval.approval_id in text]
     assert told and "this turn ends, toolwarden resumes the session" in told[0]
 
+    decided_at = time.monotonic()
     await supervisor.decide(approval.approval_id, approve=approve, by="erin",
                             reason=None if approve else "no files today")
     result = await handle.result()
+    print(f"\ncodex resume ({'approve' if approve else 'reject'}): start to turn ended on the pending "
+          f"approval {parked:.1f} s (hook timeout {SHORT_HOOK.total_seconds():.0f} s); decision to "
+          f"the resumed run's end {time.monotonic() - decided_at:.1f} s")
     assert (result.state, result.exit_code, result.attempt) == (RunState.SUCCEEDED, 0, 2)  # one resume
     assert made.exists() is approve
     final = await handle.status()
@@ -176,6 +185,26 @@ async def test_a_wait_that_outlives_the_hook_resumes_the_session(
     assert any(codex.RESUME_PROMPT in json.dumps(body) for body in codex_api.requests)
     if not approve:
         assert any("no files today" in text for text in codex_api.tool_results())
+
+
+@pytest.mark.timeout(240)
+async def test_a_handed_over_wait_outlives_its_worker_and_a_new_worker_resumes_it(
+    client: Client, supervisor: Supervisor, settings: Settings, run_id: Any, codex_bin: str,
+    tmp_path: Path, codex_api: ModelAPI,
+) -> None:
+    spec = codex_spec(settings, run_id("codex"), codex_bin, tmp_path, codex_api,
+                      agent_hook_timeout=SHORT_HOOK)
+    async with build_worker(client, settings):
+        handle = await supervisor.start_run(spec)
+        approval = await handed_over(handle)
+    # The worker is gone; no codex process and no activity hold the wait.
+    decided = await supervisor.decide(approval.approval_id, approve=True, by="dave")
+    assert decided.queued
+    assert not (tmp_path / "work" / "made-by-codex").exists()
+    async with build_worker(client, settings):
+        result = await handle.result()
+    assert (result.state, result.exit_code, result.attempt) == (RunState.SUCCEEDED, 0, 2)
+    assert (tmp_path / "work" / "made-by-codex").exists()
 
 
 # -- the hook hands a wait over ----------------------------------------------------------------
