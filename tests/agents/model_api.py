@@ -116,10 +116,18 @@ class ModelAPI:
         }
 
     def response(self, body: dict[str, Any]) -> list[dict[str, Any]]:
-        """OpenAI Responses API output items (codex): the scripted commands, then text."""
+        """OpenAI Responses API output items (codex): the scripted commands, then text.
+
+        Per turn: a user message with no tool output after it gets the scripted commands, so a
+        resumed session (`codex exec resume`, a new user message) asks for them again.
+        """
+        items = [item for item in body.get("input", []) if isinstance(item, dict)]
+        user = ("message", "user")
+        last_user = max(
+            (i for i, item in enumerate(items) if (item.get("type"), item.get("role")) == user), default=-1
+        )
         outputs = [
-            item for item in body.get("input", [])
-            if isinstance(item, dict) and str(item.get("type", "")).endswith("call_output")
+            item for item in items[last_user + 1 :] if str(item.get("type", "")).endswith("call_output")
         ]
         if not outputs and self.script.calls:
             commands = [args.get("command", "") for _, args in self.script.calls]

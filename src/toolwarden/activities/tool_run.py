@@ -319,9 +319,12 @@ class ToolActivities:
         # with the answer. The answer may have come in before it exited; it is relaunched all
         # the same (with nothing left to wait for), or the run would fail on the exit code.
         # An agent's hook deferred its calls instead, and the agent exits its own way.
-        deferred = sorted(state.deferred - state.decided)
         if (ending.exit_code == EXIT_AWAIT_DECISION and state.told_pending) or adapter.awaits_decision(
-            spec, ending.exit_code, deferred
+            spec,
+            ending.exit_code,
+            deferred=sorted(state.deferred),
+            undecided=undecided,
+            session=state.agent_session,
         ):
             outcome = AttemptOutcome.AWAITING_DECISION
         live = state.live()
@@ -432,15 +435,19 @@ class ToolActivities:
         if call.session_id:
             state.agent_session = call.session_id
         screened = adapter.screen(spec, call, spec.cwd or os.getcwd(), datetime.now(UTC))
-        state.agent_calls.append(screened.record)
+        if not any(  # a hook handing its wait over re-sends its call: one record per call
+            r.tool_use_id == call.tool_use_id and r.approval_key == screened.record.approval_key
+            for r in state.agent_calls if r.tool_use_id and r.approval_key
+        ):
+            state.agent_calls.append(screened.record)
         ask = screened.ask
         if ask is None:
             assert screened.decision is not None
             return screened.decision
 
-        # Claude keeps one deferred call per exit: a second call deferred in the same turn would
-        # be dropped. So once a call is deferred, later ones block (the hook keeps waiting).
-        defer = not call.wait and not (state.deferred - state.decided)
+        # A hook that hangs up on `pending` ends the agent's turn, unless the adapter says this
+        # call must block (Claude keeps one deferred call per exit).
+        defer = not call.wait and adapter.may_defer(spec, sorted(state.deferred - state.decided))
 
         def pending(approval_id: str, expires_at: datetime) -> None:
             if defer:  # the hook hangs up and the agent exits: relaunch on the decision

@@ -1,7 +1,8 @@
 """What the `run_tool` activity asks of an agent adapter: the argv, and one call's fate.
 
 The activity stays a thin adapter: it calls `launch_argv` before launching, `screen` for each
-`agent_call` a hook sends, and `awaits_decision` when the agent exits.
+`agent_call` a hook sends, `may_defer` when a hook hangs up on a pending call, and
+`awaits_decision` when the agent exits.
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ def launch_argv(spec: RunSpec, resume_session: str | None) -> list[str]:
     if spec.agent is AgentKind.CLAUDE:
         return claude.launch_argv(spec.argv, spec, resume=resume_session)
     if spec.agent is AgentKind.CODEX:
-        return codex.launch_argv(spec.argv, spec)
+        return codex.launch_argv(spec.argv, spec, resume=resume_session)
     return list(spec.argv)
 
 
@@ -62,8 +63,9 @@ def screen(spec: RunSpec, call: protocol.AgentCallMessage, cwd: str | None, now:
             cwd=cwd,
             rule=verdict.rule,
         )
-        if spec.agent is AgentKind.CODEX:
-            ask = ask.model_copy(update={"key": "codex" + ask.key.removeprefix("claude")})
+        if spec.agent is AgentKind.CODEX:  # a resumed codex asks again with a new tool_use_id
+            key = codex.approval_key(call.session_id, call.tool_use_id, call.tool_input)
+            ask = ask.model_copy(update={"key": key})
         record.approval_key = ask.key
         return Screened(record=record, ask=ask)
     approved = verdict.verdict is policy.Verdict.ALLOW
@@ -78,8 +80,33 @@ def screen(spec: RunSpec, call: protocol.AgentCallMessage, cwd: str | None, now:
     return Screened(record=record, decision=decision)
 
 
-def awaits_decision(spec: RunSpec, exit_code: int | None, deferred_undecided: Sequence[str]) -> bool:
-    """The agent exited so a person can decide: relaunch it (resumed) after the decision."""
+def may_defer(spec: RunSpec, deferred_undecided: Sequence[str]) -> bool:
+    """May a hook that hangs up on a pending call (`wait: false`) end this attempt's turn?
+
+    Claude keeps one deferred call per exit: a second call deferred in the same turn would be
+    dropped, so once one is deferred and undecided the later ones block. Codex resumes its
+    session and asks for every command again, so each hook may hand its wait over.
+    """
+    if spec.agent is AgentKind.CODEX:
+        return True
+    return not deferred_undecided
+
+
+def awaits_decision(
+    spec: RunSpec,
+    exit_code: int | None,
+    *,
+    deferred: Sequence[str],
+    undecided: Sequence[str],
+    session: str | None,
+) -> bool:
+    """The agent exited so a person can decide: relaunch it (resumed) after the decision.
+
+    `deferred`: calls whose hook hung up on `pending` this attempt; `undecided`: every key
+    this attempt asked that was still undecided when the agent exited.
+    """
     if spec.agent is AgentKind.CLAUDE:
-        return claude.awaits_decision(exit_code, deferred_undecided)
+        return claude.awaits_decision(exit_code, sorted(set(deferred) & set(undecided)))
+    if spec.agent is AgentKind.CODEX:
+        return codex.awaits_decision(exit_code, deferred, undecided, session)
     return False

@@ -1,9 +1,9 @@
 """`toolwarden hook claude|codex`: the agents' hook, run by the agent before a tool call.
 
-Claude Code runs it as a PreToolUse command hook, Codex as a PermissionRequest hook: JSON on
-stdin, one JSON answer on stdout. It forwards the call to the supervisor over the run's socket
-(an `agent_call`, see specs/approval-protocol-v1.md), which applies the run's policy and, if a
-person must decide, opens the approval.
+Claude Code and Codex run it as a PreToolUse command hook (Codex also as a PermissionRequest
+hook, outside `codex exec`): JSON on stdin, one JSON answer on stdout. It forwards the call to
+the supervisor over the run's socket (an `agent_call`, see specs/approval-protocol-v1.md),
+which applies the run's policy and, if a person must decide, opens the approval.
 
 Both agents run a tool call when a hook crashes or times out ("fails open"), so this command
 never does either: every failure, including malformed input and an unreachable supervisor, is
@@ -21,12 +21,15 @@ import socket
 import sys
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 import click
 
 MAX_STDIN_BYTES = 1024 * 1024
+# Codex hands a still-pending wait to the supervisor this long before the hook must answer.
+HAND_OVER_RESERVE = 5.0
 # Claude's `defer` needs `-p`; elsewhere (or when it is not honoured) the hook blocks instead.
 _DEFER = "defer"
 
@@ -80,14 +83,39 @@ def parse_input(raw: bytes) -> dict[str, Any]:
     return data
 
 
-def ask_supervisor(agent: str, data: dict[str, Any], *, wait: bool, deadline: float) -> Answer:
-    """Send the call over the run's socket and turn the reply into an answer."""
+def ask_supervisor(
+    agent: str, data: dict[str, Any], *, wait: bool, deadline: float, hand_over: float | None = None
+) -> Answer:
+    """Send the call over the run's socket and turn the reply into an answer.
+
+    With `hand_over` (a `time.monotonic()` value before `deadline`; Codex in defer mode), a
+    blocking wait still pending then is handed to the supervisor: the call is sent again with
+    `wait: false`, and its `pending` makes the answer a deny naming the approval, so the
+    agent's turn ends and toolwarden resumes the session once it is decided.
+    """
     from toolwarden import protocol
 
     path = os.environ.get(protocol.ENV_SOCKET)
     if not path:
         raise HookFailure(f"not supervised ({protocol.ENV_SOCKET} is not set)")
     request_id = uuid.uuid4().hex
+    line = _agent_call_line(agent, data, request_id, wait=wait)
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+        sock.settimeout(max(0.1, deadline - time.monotonic()))
+        try:
+            sock.connect(path)
+            sock.sendall(line)
+        except OSError as exc:
+            raise HookFailure(f"supervisor unreachable at {path}: {exc.strerror or exc}") from None
+        handing_over = None
+        if wait and hand_over is not None:
+            handing_over = (hand_over, lambda rid: _agent_call_line(agent, data, rid, wait=False))
+        return _await_reply(sock, request_id, wait=wait, deadline=deadline, hand_over=handing_over)
+
+
+def _agent_call_line(agent: str, data: dict[str, Any], request_id: str, *, wait: bool) -> bytes:
+    from toolwarden import protocol
+
     session = data.get("session_id")
     use_id = data.get("tool_use_id")
     try:
@@ -104,37 +132,59 @@ def ask_supervisor(agent: str, data: dict[str, Any], *, wait: bool, deadline: fl
         raise HookFailure(f"malformed hook input ({exc})") from None
     if len(line) > protocol.MAX_LINE_BYTES:
         raise HookFailure(f"the tool call is larger than {protocol.MAX_LINE_BYTES} bytes")
-    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
-        sock.settimeout(max(0.1, deadline - time.monotonic()))
-        try:
-            sock.connect(path)
-            sock.sendall(line)
-        except OSError as exc:
-            raise HookFailure(f"supervisor unreachable at {path}: {exc.strerror or exc}") from None
-        return _await_reply(sock, request_id, wait=wait, deadline=deadline)
+    return line
 
 
-def _await_reply(sock: socket.socket, request_id: str, *, wait: bool, deadline: float) -> Answer:
+def _handed_over(approval_id: str) -> Answer:
+    return Answer(
+        "deny",
+        f"toolwarden: waiting for approval {approval_id}; this turn ends, toolwarden resumes "
+        "the session once it is decided",
+    )
+
+
+def _await_reply(
+    sock: socket.socket,
+    request_id: str,
+    *,
+    wait: bool,
+    deadline: float,
+    hand_over: tuple[float, Callable[[str], bytes]] | None = None,
+) -> Answer:
     from toolwarden import protocol
 
     buffer = b""
     pending: protocol.Pending | None = None
+    handed_id: str | None = None  # the `wait: false` copy of the call, once sent
     next_beat = time.monotonic() + protocol.DEFAULT_HEARTBEAT_INTERVAL
     while True:
         now = time.monotonic()
         if now >= deadline:
+            if pending is not None and hand_over is not None:
+                # The copy got no `pending` in time; the call is asked and undecided, so the
+                # supervisor still resumes the session when the agent exits.
+                return _handed_over(pending.approval_id)
             if pending is not None:
                 raise HookFailure(
                     f"approval {pending.approval_id} is still pending after the hook's timeout; "
-                    "decide it, then resume the run"
+                    "the command was not run"
                 )
             raise HookFailure("no answer from the supervisor within the hook's timeout")
+        if hand_over is not None and handed_id is None and now >= hand_over[0]:
+            handed_id = uuid.uuid4().hex
+            try:
+                sock.sendall(hand_over[1](handed_id))
+            except OSError as exc:
+                raise HookFailure(f"lost the supervisor: {exc.strerror or exc}") from None
         if now >= next_beat:
             # A blocking wait shows as alive; hang detection already ignores a pending approval.
             what = pending.approval_id if pending is not None else "a decision"
             sock.sendall(protocol.encode_heartbeat(None, f"waiting for {what}"))
             next_beat = now + protocol.DEFAULT_HEARTBEAT_INTERVAL
-        sock.settimeout(max(0.05, min(deadline, next_beat) - now))
+        wake = min(deadline, next_beat)
+        if hand_over is not None and handed_id is None:
+            wake = min(wake, hand_over[0])
+        sock.settimeout(max(0.05, wake - now))
         try:
             chunk = sock.recv(65536)
         except TimeoutError:
@@ -150,13 +200,16 @@ def _await_reply(sock: socket.socket, request_id: str, *, wait: bool, deadline: 
                 reply = protocol.parse_reply(line + b"\n")
             except ValueError as exc:
                 raise HookFailure(f"unreadable reply from the supervisor: {exc}") from None
-            if isinstance(reply, protocol.ErrorReply):
+            ours = reply.id in (request_id, handed_id) if not isinstance(reply, protocol.Welcome) else False
+            if isinstance(reply, protocol.ErrorReply) and (reply.id is None or ours):
                 raise HookFailure(f"the supervisor refused the call: {reply.code}: {reply.message}")
-            if isinstance(reply, protocol.Pending) and reply.id == request_id:
+            if isinstance(reply, protocol.Pending) and ours:
+                if reply.id == handed_id:
+                    return _handed_over(reply.approval_id)
                 if not wait:
                     return Answer(_DEFER, f"waiting for a person: toolwarden approval {reply.approval_id}")
                 pending = reply
-            elif isinstance(reply, protocol.DecisionMessage) and reply.id == request_id:
+            elif isinstance(reply, protocol.DecisionMessage) and ours:
                 return _from_decision(reply.decision)
 
 
@@ -168,15 +221,21 @@ def _from_decision(decision: Any) -> Answer:
     return Answer("deny", f"toolwarden: {decision.outcome}{by}{reason}")
 
 
-def decide(agent: str, *, wait: bool, timeout: float) -> tuple[Answer, str | None]:
+def decide(
+    agent: str, *, wait: bool, timeout: float, hand_over: bool = False
+) -> tuple[Answer, str | None]:
     """The whole hook: read, ask, answer (and the input's hook event); never raises."""
-    deadline = time.monotonic() + max(1.0, timeout)
+    started = time.monotonic()
+    deadline = started + max(1.0, timeout)
+    # Hand a wait over this long before answering (less on a short timeout), for the round trip.
+    reserve = min(HAND_OVER_RESERVE, max(1.0, timeout) / 2)
     event: str | None = None
     try:
         data = parse_input(_read_stdin(deadline))
         found = data.get("hook_event_name")
         event = found if isinstance(found, str) else None
-        return ask_supervisor(agent, data, wait=wait, deadline=deadline), event
+        at = deadline - reserve if hand_over else None
+        return ask_supervisor(agent, data, wait=wait, deadline=deadline, hand_over=at), event
     except HookFailure as exc:
         return Answer("deny", f"toolwarden: denied: {exc}"), event
     except Exception as exc:  # a bug here must not let the call through: deny, say why
@@ -231,7 +290,9 @@ def claude(timeout: float, block: bool) -> None:
 @hook.command("codex")
 @click.option("--timeout", type=click.FloatRange(min=1.0), default=590.0, show_default=True,
               help="Answer within this many seconds (codex's default hook timeout is 600 s).")
-def codex(timeout: float) -> None:
+@click.option("--resume", "resume", is_flag=True,
+              help="Near the timeout, deny naming the approval; toolwarden resumes the session.")
+def codex(timeout: float, resume: bool) -> None:
     """Codex's PreToolUse (or PermissionRequest) hook: waits for the decision."""
-    answer, event = decide("codex", wait=True, timeout=timeout)
+    answer, event = decide("codex", wait=True, timeout=timeout, hand_over=resume)
     click.echo(json.dumps(codex_output(answer, event or "PreToolUse")))
