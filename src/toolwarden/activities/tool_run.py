@@ -447,7 +447,7 @@ class ToolActivities:
 
         # A hook that hangs up on `pending` ends the agent's turn, unless the adapter says this
         # call must block (Claude keeps one deferred call per exit).
-        defer = not call.wait and adapter.may_defer(spec, sorted(state.deferred - state.decided))
+        defer = not call.wait and adapter.may_defer(spec, sorted(state.deferred))
 
         def pending(approval_id: str, expires_at: datetime) -> None:
             if defer:  # the hook hangs up and the agent exits: relaunch on the decision

@@ -80,16 +80,17 @@ def screen(spec: RunSpec, call: protocol.AgentCallMessage, cwd: str | None, now:
     return Screened(record=record, decision=decision)
 
 
-def may_defer(spec: RunSpec, deferred_undecided: Sequence[str]) -> bool:
+def may_defer(spec: RunSpec, deferred: Sequence[str]) -> bool:
     """May a hook that hangs up on a pending call (`wait: false`) end this attempt's turn?
 
-    Claude keeps one deferred call per exit: a second call deferred in the same turn would be
-    dropped, so once one is deferred and undecided the later ones block. Codex resumes its
-    session and asks for every command again, so each hook may hand its wait over.
+    `deferred`: the calls this attempt already deferred. Claude keeps one deferred call per
+    exit: a second call deferred in the same turn would be dropped, decided or not, so once
+    one is deferred the later ones block. Codex resumes its session and asks for every command
+    again, so each hook may hand its wait over.
     """
     if spec.agent is AgentKind.CODEX:
         return True
-    return not deferred_undecided
+    return not deferred
 
 
 def awaits_decision(
@@ -106,7 +107,7 @@ def awaits_decision(
     this attempt asked that was still undecided when the agent exited.
     """
     if spec.agent is AgentKind.CLAUDE:
-        return claude.awaits_decision(exit_code, sorted(set(deferred) & set(undecided)))
+        return claude.awaits_decision(exit_code, deferred)
     if spec.agent is AgentKind.CODEX:
         return codex.awaits_decision(exit_code, deferred, undecided, session)
     return False

@@ -8,7 +8,8 @@ How a risky call becomes a decision without holding a process (see docs/agents.m
    that asks becomes an approval keyed by `approval_key` and the hook answers `defer`.
 3. Claude then exits 0 with `stop_reason: tool_deferred`. Exit status 0 alone cannot tell a
    deferral from a finished task, so `awaits_decision` asks what the supervisor itself saw: a
-   call it answered "pending" to, still undecided when claude exited.
+   call it answered "pending" to. Decided or not by the time claude exited, that call has not
+   run, so the run relaunches (at once, if it was decided meanwhile).
 4. After the decision the next attempt runs `launch_argv(..., resume=SESSION)`: the prompt
    removed, `--resume SESSION` added, the same flags and settings. Claude runs the hook again
    for the same `tool_use_id` and input; the approval key is the same, so the workflow answers
@@ -162,10 +163,10 @@ def approval_ask(
     )
 
 
-def awaits_decision(exit_code: int | None, deferred_undecided: Sequence[str]) -> bool:
-    """Claude exited cleanly after our hook deferred a call nobody has decided yet.
+def awaits_decision(exit_code: int | None, deferred: Sequence[str]) -> bool:
+    """Claude exited cleanly after our hook deferred a call: it ran nothing of it yet.
 
     Claude's exit status after a deferral is 0 (not EXIT_AWAIT_DECISION): the deferral is
     known from the supervisor's side, the `pending` it sent to a hook that then hung up.
     """
-    return exit_code == 0 and bool(deferred_undecided)
+    return exit_code == 0 and bool(deferred)
