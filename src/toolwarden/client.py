@@ -328,7 +328,8 @@ class RunHandle:
                 raise UnknownRun(f"unknown run {self.run_id}") from exc
             raise
         started = response.history.events[0].workflow_execution_started_event_attributes
-        (spec,) = await client.data_converter.decode(started.input.payloads, [RunSpec])
+        # The input is [spec, carried]; a run that continued as new keeps the same spec.
+        (spec,) = await client.data_converter.decode(started.input.payloads[:1], [RunSpec])
         if not isinstance(spec, RunSpec):
             raise TypeError(f"run {self.run_id} was not started with a RunSpec")
         return spec
@@ -493,7 +494,7 @@ class Supervisor:
         try:
             await self.client.start_workflow(
                 WORKFLOW_NAME,
-                spec,
+                args=[spec, None],  # no state carried over: a new run
                 result_type=RunResult,
                 id=spec.run_id,
                 task_queue=self.settings.temporal.task_queue,
@@ -530,7 +531,8 @@ class Supervisor:
         with_approvals: bool = False,
         limit: int | None = 100,
     ) -> list[RunSummary]:
-        clauses = [f"WorkflowType = '{WORKFLOW_TYPE}'"]
+        # A run that continued as new is listed once, by its current execution.
+        clauses = [f"WorkflowType = '{WORKFLOW_TYPE}'", "ExecutionStatus != 'ContinuedAsNew'"]
         if with_approvals:
             clauses.append(f"{APPROVAL_STATE.name} IS NOT NULL")
         if state is not None:
