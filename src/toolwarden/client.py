@@ -79,7 +79,7 @@ from toolwarden.workflows import (
     UNKNOWN_APPROVAL,
     WORKFLOW_NAME,
 )
-from toolwarden.workflows.rules import approver_refusal, decided_text
+from toolwarden.workflows.rules import approver_refusal, decided_text, opening_state
 
 log = logging.getLogger(__name__)
 
@@ -500,12 +500,7 @@ class Supervisor:
                 task_queue=self.settings.temporal.task_queue,
                 id_reuse_policy=WorkflowIDReusePolicy.REJECT_DUPLICATE,
                 id_conflict_policy=WorkflowIDConflictPolicy.FAIL,
-                search_attributes=TypedSearchAttributes(
-                    [
-                        SearchAttributePair(TOOL_NAME, spec.tool_name),
-                        SearchAttributePair(RUN_STATE, RunState.PENDING.value),
-                    ]
-                ),
+                search_attributes=_opening_attributes(spec),
                 static_summary=f"{spec.tool_name}: {' '.join(spec.argv)}"[:200],
             )
         except RPCError as exc:
@@ -654,6 +649,17 @@ class Supervisor:
 
 def _quote(value: str) -> str:
     return value.replace("\\", "\\\\").replace("'", "\\'")
+
+
+def _opening_attributes(spec: RunSpec) -> TypedSearchAttributes:
+    run_state, approval_state = opening_state(spec)
+    pairs: list[SearchAttributePair[Any]] = [
+        SearchAttributePair(TOOL_NAME, spec.tool_name),
+        SearchAttributePair(RUN_STATE, run_state.value),
+    ]
+    if approval_state is not None:
+        pairs.append(SearchAttributePair(APPROVAL_STATE, approval_state.value))
+    return TypedSearchAttributes(pairs)
 
 
 def _status_state(status: WorkflowExecutionStatus | None, raw: Any) -> RunState | None:

@@ -112,3 +112,12 @@ def carried_approvals(approvals: Sequence[ApprovalRecord]) -> list[ApprovalRecor
     latest = sorted(decided, key=lambda a: a.decided_at or a.requested_at)
     kept = {a.key for a in latest[-CARRIED_DECIDED_APPROVALS:]}
     return [a for a in approvals if a.state is ApprovalState.PENDING or a.key in kept]
+
+
+def opening_state(spec: RunSpec) -> tuple[RunState, ApprovalState | None]:
+    """The run and approval state a run is started with, for visibility: what its first
+    workflow task sets anyway (running, or waiting on its gate), so that task upserts nothing.
+    """
+    if spec.approve_before:
+        return RunState.WAITING_APPROVAL, ApprovalState.PENDING
+    return RunState.RUNNING, None
