@@ -79,7 +79,7 @@ from toolwarden.workflows import (
     UNKNOWN_APPROVAL,
     WORKFLOW_NAME,
 )
-from toolwarden.workflows.rules import approver_refusal, decided_text
+from toolwarden.workflows.rules import approver_refusal, decided_text, opening_state
 
 log = logging.getLogger(__name__)
 
@@ -328,7 +328,8 @@ class RunHandle:
                 raise UnknownRun(f"unknown run {self.run_id}") from exc
             raise
         started = response.history.events[0].workflow_execution_started_event_attributes
-        (spec,) = await client.data_converter.decode(started.input.payloads, [RunSpec])
+        # The input is [spec, carried]; a run that continued as new keeps the same spec.
+        (spec,) = await client.data_converter.decode(started.input.payloads[:1], [RunSpec])
         if not isinstance(spec, RunSpec):
             raise TypeError(f"run {self.run_id} was not started with a RunSpec")
         return spec
@@ -493,18 +494,13 @@ class Supervisor:
         try:
             await self.client.start_workflow(
                 WORKFLOW_NAME,
-                spec,
+                args=[spec, None],  # no state carried over: a new run
                 result_type=RunResult,
                 id=spec.run_id,
                 task_queue=self.settings.temporal.task_queue,
                 id_reuse_policy=WorkflowIDReusePolicy.REJECT_DUPLICATE,
                 id_conflict_policy=WorkflowIDConflictPolicy.FAIL,
-                search_attributes=TypedSearchAttributes(
-                    [
-                        SearchAttributePair(TOOL_NAME, spec.tool_name),
-                        SearchAttributePair(RUN_STATE, RunState.PENDING.value),
-                    ]
-                ),
+                search_attributes=_opening_attributes(spec),
                 static_summary=f"{spec.tool_name}: {' '.join(spec.argv)}"[:200],
             )
         except RPCError as exc:
@@ -530,7 +526,8 @@ class Supervisor:
         with_approvals: bool = False,
         limit: int | None = 100,
     ) -> list[RunSummary]:
-        clauses = [f"WorkflowType = '{WORKFLOW_TYPE}'"]
+        # A run that continued as new is listed once, by its current execution.
+        clauses = [f"WorkflowType = '{WORKFLOW_TYPE}'", "ExecutionStatus != 'ContinuedAsNew'"]
         if with_approvals:
             clauses.append(f"{APPROVAL_STATE.name} IS NOT NULL")
         if state is not None:
@@ -652,6 +649,17 @@ class Supervisor:
 
 def _quote(value: str) -> str:
     return value.replace("\\", "\\\\").replace("'", "\\'")
+
+
+def _opening_attributes(spec: RunSpec) -> TypedSearchAttributes:
+    run_state, approval_state = opening_state(spec)
+    pairs: list[SearchAttributePair[Any]] = [
+        SearchAttributePair(TOOL_NAME, spec.tool_name),
+        SearchAttributePair(RUN_STATE, run_state.value),
+    ]
+    if approval_state is not None:
+        pairs.append(SearchAttributePair(APPROVAL_STATE, approval_state.value))
+    return TypedSearchAttributes(pairs)
 
 
 def _status_state(status: WorkflowExecutionStatus | None, raw: Any) -> RunState | None:

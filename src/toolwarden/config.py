@@ -124,6 +124,9 @@ class ServerSettings(Section):
     sqlite_pragmas: dict[str, str] = Field(
         default_factory=lambda: {"journal_mode": "wal", "synchronous": "normal"}
     )
+    # Server knobs passed as `--dynamic-config-value KEY=VALUE` (VALUE in JSON), for example
+    # `limit.historyCount.suggestContinueAsNew: "80"` to see long-run hand-overs early.
+    dynamic_config: dict[str, str] = Field(default_factory=dict)
 
 
 class WorkerSettings(Section):

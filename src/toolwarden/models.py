@@ -431,6 +431,28 @@ class RunUpdate(Model):
     events: list[RunEvent] = Field(default_factory=list)
 
 
+class CarriedRun(Model):
+    """What one execution of a run hands to the next when it continues as new.
+
+    A run with many attempts and approvals would outgrow Temporal's history limits, so between
+    attempts it starts a fresh history carrying this. Pending approvals are all carried, so they
+    stay decidable; of the decided ones, events and audit only the latest few are (the mirror
+    keeps them all).
+    """
+
+    attempt: int
+    retry_count: int
+    started_at: datetime
+    next_seq: int  # the seq the next recorded event gets
+    executions: int  # executions of this run so far, the one handing over included
+    last_attempt: AttemptResult | None = None
+    approvals: list[ApprovalRecord] = Field(default_factory=list)
+    audit: list[AuditEntry] = Field(default_factory=list)
+    events: list[RunEvent] = Field(default_factory=list)
+    resume: dict[str, Decision] = Field(default_factory=dict)
+    agent_session: str | None = None
+
+
 class RunResult(Model):
     run_id: str
     state: RunState

@@ -2,22 +2,27 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 import pytest
 
 from toolwarden.models import ApprovalRecord, ApprovalState, AttemptOutcome, AttemptResult, RunSpec, RunState
 from toolwarden.workflows.rules import (
     ATTEMPT_ENDED,
+    CARRIED_DECIDED_APPROVALS,
+    HANDOVER_HISTORY_EVENTS,
     OUTCOME_STATE,
     RETRYABLE_OUTCOMES,
     RUN_ENDED,
     approver_refusal,
     attempt_ended,
     can_retry,
+    carried_approvals,
     decided_text,
     ending_state,
+    opening_state,
     run_ended,
+    should_hand_over,
 )
 
 ENDED = datetime(2026, 3, 1, 12, 0, 9, tzinfo=UTC)
@@ -101,3 +106,44 @@ def test_decided_text() -> None:
     assert decided_text(approval) == "approved by alice"
     approval.state, approval.decided_by = ApprovalState.EXPIRED, None
     assert decided_text(approval) == "expired"
+
+
+def test_opening_state_is_what_the_first_workflow_task_sets() -> None:
+    assert opening_state(spec()) == (RunState.RUNNING, None)
+    gated = spec().model_copy(update={"approve_before": "Go?"})
+    assert opening_state(gated) == (RunState.WAITING_APPROVAL, ApprovalState.PENDING)
+
+
+def test_should_hand_over_on_suggestion_or_length() -> None:
+    assert not should_hand_over(HANDOVER_HISTORY_EVENTS - 1, suggested=False)
+    assert should_hand_over(HANDOVER_HISTORY_EVENTS, suggested=False)
+    assert should_hand_over(10, suggested=True)
+
+
+def _approval(n: int, state: ApprovalState, decided_second: int | None = None) -> ApprovalRecord:
+    decided = None if decided_second is None else ENDED + timedelta(seconds=decided_second)
+    return ApprovalRecord(
+        approval_id=f"r-1/k{n}",
+        run_id="r-1",
+        key=f"k{n}",
+        summary="s",
+        state=state,
+        requested_at=ENDED,
+        expires_at=ENDED + timedelta(days=1),
+        decided_at=decided,
+    )
+
+
+def test_carried_approvals_keep_every_pending_and_the_latest_decided() -> None:
+    extra = 3
+    decided = [
+        _approval(n, ApprovalState.APPROVED, decided_second=CARRIED_DECIDED_APPROVALS + extra - n)
+        for n in range(CARRIED_DECIDED_APPROVALS + extra)
+    ]  # k0 decided last, the highest keys first
+    pending = [_approval(9000 + n, ApprovalState.PENDING) for n in range(2)]
+    carried = carried_approvals([pending[0], *decided, pending[1]])
+    kept = [a.key for a in carried]
+    assert kept[0] == "k9000" and kept[-1] == "k9001"  # asked order kept
+    assert len(kept) == CARRIED_DECIDED_APPROVALS + 2
+    dropped = {f"k{n}" for n in range(CARRIED_DECIDED_APPROVALS, CARRIED_DECIDED_APPROVALS + extra)}
+    assert dropped.isdisjoint(kept)  # the earliest decided go

@@ -13,7 +13,7 @@ from temporalio.client import WorkflowHistory
 from tests.support import eventually, tool
 from toolwarden.client import DuplicateRun, Supervisor
 from toolwarden.config import Settings
-from toolwarden.models import AttemptOutcome, DecisionSignal, RunState
+from toolwarden.models import ApprovalState, AttemptOutcome, DecisionSignal, RunState
 from toolwarden.workflows import APPROVE_SIGNAL
 
 pytestmark = pytest.mark.usefixtures("worker")
@@ -231,6 +231,41 @@ async def test_output_is_visible_while_the_tool_runs(
     assert (await handle.result()).state is RunState.SUCCEEDED
     last = (await handle.status()).last_attempt
     assert last is not None and last.tail == ["first line", "second line"]
+
+
+def _upserts(history: WorkflowHistory) -> int:
+    return sum(
+        e.event_type == EventType.EVENT_TYPE_UPSERT_WORKFLOW_SEARCH_ATTRIBUTES for e in history.events
+    )
+
+
+async def test_a_plain_run_upserts_its_state_once_as_it_ends(
+    supervisor: Supervisor, settings: Settings, run_id
+) -> None:
+    # Started listed `running`, the state its first workflow task sets: no upsert for it.
+    handle = await supervisor.start_run(settings.run_spec(run_id=run_id(), argv=["true"]))
+    assert (await handle.result()).state is RunState.SUCCEEDED
+    assert _upserts(await handle._handle.fetch_history()) == 1
+
+
+async def test_a_gated_run_is_listed_waiting_from_its_start(
+    supervisor: Supervisor, settings: Settings, run_id
+) -> None:
+    spec = settings.run_spec(
+        run_id=run_id(), argv=["true"], name="gated-sa", overrides={"approve_before": "Go?"}
+    )
+    handle = await supervisor.start_run(spec)
+
+    async def listed() -> list[tuple[RunState | None, ApprovalState | None]]:
+        runs = await supervisor.list_runs(tool="gated-sa")
+        return [(r.state, r.approval_state) for r in runs if r.run_id == spec.run_id]
+
+    assert await eventually(listed) == [(RunState.WAITING_APPROVAL, ApprovalState.PENDING)]
+    # Its first workflow task opened the gate and upserted nothing.
+    await eventually(lambda: handle.status(), what="the first workflow task")
+    assert _upserts(await handle._handle.fetch_history()) == 0
+    await handle.cancel()
+    await handle.result()
 
 
 def _markers(history: WorkflowHistory) -> list[str]:

@@ -66,6 +66,8 @@ def dev_server_command(settings: Settings) -> list[str]:
         command += ["--search-attribute", f"{name}=Keyword"]
     for pragma, value in server.sqlite_pragmas.items():
         command += ["--sqlite-pragma", f"{pragma}={value}"]
+    for key, value in server.dynamic_config.items():
+        command += ["--dynamic-config-value", f"{key}={value}"]
     return command
 
 

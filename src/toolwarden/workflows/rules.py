@@ -12,7 +12,14 @@ from typing import NamedTuple
 
 from pydantic import JsonValue
 
-from toolwarden.models import ApprovalRecord, AttemptOutcome, AttemptResult, RunSpec, RunState
+from toolwarden.models import (
+    ApprovalRecord,
+    ApprovalState,
+    AttemptOutcome,
+    AttemptResult,
+    RunSpec,
+    RunState,
+)
 
 # Outcomes worth another launch while the run has retries left; a timeout, a cancellation or a
 # tool that never started would only fail the same way again.
@@ -27,6 +34,14 @@ OUTCOME_STATE: dict[AttemptOutcome, RunState] = {
     AttemptOutcome.CANCELLED: RunState.CANCELLED,
     AttemptOutcome.FAILED_TO_START: RunState.FAILED_TO_START,
 }
+
+# Continue-as-new well before Temporal's history warning (10,240 events by default), or when
+# the server suggests it (4,096 events or 4 MB by default).
+HANDOVER_HISTORY_EVENTS = 8000
+# How much decided history one execution hands to the next; pending approvals always go.
+CARRIED_DECIDED_APPROVALS = 500
+CARRIED_EVENTS = 500
+CARRIED_AUDIT = 500
 
 ATTEMPT_ENDED = "attempt_ended"
 RUN_ENDED = "run_ended"
@@ -84,3 +99,25 @@ def attempt_ended(result: AttemptResult) -> NewEvent:
 def run_ended(state: RunState, exit_code: int | None) -> NewEvent:
     """The last event of every run, however it ended (the mirror and metrics close on it)."""
     return NewEvent(RUN_ENDED, {"state": state.value, "exit_code": exit_code})
+
+
+def should_hand_over(history_length: int, suggested: bool) -> bool:
+    """Whether the run continues as new before its next attempt."""
+    return suggested or history_length >= HANDOVER_HISTORY_EVENTS
+
+
+def carried_approvals(approvals: Sequence[ApprovalRecord]) -> list[ApprovalRecord]:
+    """Every pending approval and the latest decided ones, in the order they were asked."""
+    decided = [a for a in approvals if a.state is not ApprovalState.PENDING]
+    latest = sorted(decided, key=lambda a: a.decided_at or a.requested_at)
+    kept = {a.key for a in latest[-CARRIED_DECIDED_APPROVALS:]}
+    return [a for a in approvals if a.state is ApprovalState.PENDING or a.key in kept]
+
+
+def opening_state(spec: RunSpec) -> tuple[RunState, ApprovalState | None]:
+    """The run and approval state a run is started with, for visibility: what its first
+    workflow task sets anyway (running, or waiting on its gate), so that task upserts nothing.
+    """
+    if spec.approve_before:
+        return RunState.WAITING_APPROVAL, ApprovalState.PENDING
+    return RunState.RUNNING, None

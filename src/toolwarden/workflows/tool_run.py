@@ -6,11 +6,15 @@ when an attempt ends the run, how a run closes) are plain functions in `rules.py
 
 Every change is recorded as a `RunEvent`, in the order it happened, and the `project_run`
 local activity hands the new events to the run sinks (mirror, metrics) as they come.
+
+A long run continues as new between attempts, before its history nears Temporal's limits,
+carrying its state over in a `CarriedRun` (`_hand_over`, `_take_over`).
 """
 
 # No `from __future__ import annotations`: the sandbox re-imports this module for every run and
 # the SDK reads each handler's type hints, which as strings would be evaluated every time.
 import asyncio
+import contextlib
 from datetime import timedelta
 from typing import Any
 
@@ -50,6 +54,7 @@ with workflow.unsafe.imports_passed_through():
         AttemptResult,
         AttemptSpec,
         AuditEntry,
+        CarriedRun,
         DecideRequest,
         DecideResult,
         Decision,
@@ -63,13 +68,17 @@ with workflow.unsafe.imports_passed_through():
         approval_id,
     )
     from toolwarden.workflows.rules import (
+        CARRIED_AUDIT,
+        CARRIED_EVENTS,
         NewEvent,
         approver_refusal,
         attempt_ended,
         can_retry,
+        carried_approvals,
         decided_text,
         ending_state,
         run_ended,
+        should_hand_over,
     )
 
 
@@ -81,8 +90,10 @@ PROJECTION_TIMEOUT = timedelta(seconds=10)
 
 @workflow.defn(name=WORKFLOW_NAME)
 class ToolRunWorkflow:
+    # `carried` has no default: the SDK reads the handlers' type hints only when a call passes
+    # every parameter, so clients start a run with `args=[spec, None]`.
     @workflow.init
-    def __init__(self, spec: RunSpec) -> None:
+    def __init__(self, spec: RunSpec, carried: CarriedRun | None) -> None:
         self._spec = spec
         # Where the supervision loop is; what callers see is `_visible_state()`, which also
         # accounts for the end of the run and for a pending approval.
@@ -94,18 +105,46 @@ class ToolRunWorkflow:
         self._approvals: dict[str, ApprovalRecord] = {}
         self._audit: list[AuditEntry] = []
         self._events: list[RunEvent] = []
-        self._projected = 0  # events handed to the sinks so far
+        self._next_seq = 1
+        self._projected = 0  # events in `_events` handed to the sinks so far
         self._projecting = False  # a `project_run` batch is in flight
-        self._published: tuple[str, str | None] | None = None
+        # The search attributes the run already carries (set at start, or by the execution
+        # that handed over), so an unchanged state costs no upsert.
+        attributes = workflow.info().typed_search_attributes
+        published_state = attributes.get(RUN_STATE)
+        self._published: tuple[str, str | None] | None = (
+            (published_state, attributes.get(APPROVAL_STATE)) if published_state else None
+        )
         self._started_at = workflow.now()
         self._updated_at = self._started_at
         self._agent_session: str | None = None  # the agent session an awaited attempt left
+        self._executions = 1
+        self._resume: dict[str, Decision] = {}  # decisions the next launch passes to the tool
+        if carried is not None:
+            self._take_over(carried)
+
+    def _take_over(self, carried: CarriedRun) -> None:
+        """Continue where the previous execution of this run handed over."""
+        self._attempt = carried.attempt
+        self._retry_count = carried.retry_count
+        self._started_at = carried.started_at
+        self._next_seq = carried.next_seq
+        self._executions = carried.executions + 1
+        self._last_attempt = carried.last_attempt
+        self._approvals = {a.key: a for a in carried.approvals}
+        self._audit = list(carried.audit)
+        self._events = list(carried.events)
+        self._projected = len(self._events)  # the previous execution projected them
+        self._resume = dict(carried.resume)
+        self._agent_session = carried.agent_session
+        self._loop_state = RunState.RETRYING if self._retry_count else RunState.RUNNING
 
     # -- the run -----------------------------------------------------------------------------
 
     @workflow.run
-    async def run(self, spec: RunSpec) -> RunResult:
-        self._emit("run_started", tool=spec.tool_name, argv=list(spec.argv))
+    async def run(self, spec: RunSpec, carried: CarriedRun | None) -> RunResult:
+        if carried is None:
+            self._emit("run_started", tool=spec.tool_name, argv=list(spec.argv))
         projector = asyncio.create_task(self._project_as_recorded())
         try:
             result = await self._supervise(spec)
@@ -117,16 +156,18 @@ class ToolRunWorkflow:
         return result
 
     async def _supervise(self, spec: RunSpec) -> RunResult:
-        if spec.approve_before:
+        if spec.approve_before and self._executions == 1:
             gate = await self._gate(spec)
             if gate is not None:
                 return gate
-        resume: dict[str, Decision] = {}
         while True:
+            info = workflow.info()
+            if should_hand_over(info.get_current_history_length(), info.is_continue_as_new_suggested()):
+                await self._hand_over(spec)
             self._attempt += 1
             self._set_loop_state(RunState.RUNNING)
             self._emit("attempt_started", attempt=self._attempt)
-            result = await self._run_attempt(spec, resume)
+            result = await self._run_attempt(spec, self._resume)
             self._last_attempt = result
             self._audit_agent_calls(result)
             self._record(attempt_ended(result))
@@ -136,7 +177,7 @@ class ToolRunWorkflow:
                 for key in result.pending_keys:
                     await self._await_decision(key)
                 self._agent_session = result.agent_session  # an agent relaunches resumed
-                resume = {
+                self._resume = {
                     k: a.decision()
                     for k, a in self._approvals.items()
                     if a.state is not ApprovalState.PENDING
@@ -158,6 +199,30 @@ class ToolRunWorkflow:
             return self._finish(
                 state, exit_code=result.exit_code, signal=result.signal, error=result.error
             )
+
+    async def _hand_over(self, spec: RunSpec) -> None:
+        """Continue as new: a fresh history, carrying the run's state over (`CarriedRun`).
+
+        Only between attempts, when no activity runs, and once the sinks have every event. A
+        `wait_decision` left by a tool that has exited is abandoned: nobody awaits its answer.
+        """
+        self._emit("run_continued", execution=self._executions + 1)
+        await workflow.wait_condition(lambda: self._projected >= len(self._events))
+        approvals = carried_approvals(list(self._approvals.values()))
+        carried = CarriedRun(
+            attempt=self._attempt,
+            retry_count=self._retry_count,
+            started_at=self._started_at,
+            next_seq=self._next_seq,
+            executions=self._executions,
+            last_attempt=self._last_attempt,
+            approvals=approvals,
+            audit=self._audit[-CARRIED_AUDIT:],
+            events=self._events[-CARRIED_EVENTS:],
+            resume={a.key: self._resume[a.key] for a in approvals if a.key in self._resume},
+            agent_session=self._agent_session,
+        )
+        workflow.continue_as_new(args=[spec, carried])
 
     def _audit_agent_calls(self, result: AttemptResult) -> None:
         """Each call an agent's policy decided without a person, audited as decided by its rule."""
@@ -287,15 +352,14 @@ class ToolRunWorkflow:
     async def _await_decision(self, key: str) -> Decision:
         record = self._approvals[key]
         remaining = record.expires_at - workflow.now()
-        if record.state is ApprovalState.PENDING:
-            try:
+        if record.state is ApprovalState.PENDING and remaining > timedelta(0):
+            with contextlib.suppress(TimeoutError):
                 await workflow.wait_condition(
-                    lambda: record.state is not ApprovalState.PENDING,
-                    timeout=max(remaining, timedelta(milliseconds=1)),
+                    lambda: record.state is not ApprovalState.PENDING, timeout=remaining
                 )
-            except TimeoutError:
-                if record.state is ApprovalState.PENDING:
-                    self._close(key, ApprovalState.EXPIRED, by=None, reason="expired")
+        if record.state is ApprovalState.PENDING:
+            # Its timer ran out, perhaps while no execution waited on it (a hand-over).
+            self._close(key, ApprovalState.EXPIRED, by=None, reason="expired")
         return record.decision()
 
     def _close(
@@ -470,8 +534,9 @@ class ToolRunWorkflow:
     def _record(self, event: NewEvent) -> None:
         self._updated_at = workflow.now()
         self._events.append(
-            RunEvent(seq=len(self._events) + 1, at=self._updated_at, kind=event.kind, data=event.data)
+            RunEvent(seq=self._next_seq, at=self._updated_at, kind=event.kind, data=event.data)
         )
+        self._next_seq += 1
 
     async def _project_as_recorded(self) -> None:
         """Hand each batch of new events to the run sinks, for as long as the run lives."""
