@@ -318,10 +318,10 @@ class ToolActivities:
         # Exit and relaunch: the tool was told a request is pending and exited to be relaunched
         # with the answer. The answer may have come in before it exited; it is relaunched all
         # the same (with nothing left to wait for), or the run would fail on the exit code.
-        # An agent's hook deferred its calls instead, and the agent exits its own way.
-        deferred = sorted(state.deferred - state.decided)
+        # An agent's hook deferred its calls instead, and the agent exits its own way, leaving
+        # the call unrun even when its decision came in before the exit.
         if (ending.exit_code == EXIT_AWAIT_DECISION and state.told_pending) or adapter.awaits_decision(
-            spec, ending.exit_code, deferred
+            spec, ending.exit_code, sorted(state.deferred)
         ):
             outcome = AttemptOutcome.AWAITING_DECISION
         live = state.live()
@@ -439,8 +439,9 @@ class ToolActivities:
             return screened.decision
 
         # Claude keeps one deferred call per exit: a second call deferred in the same turn would
-        # be dropped. So once a call is deferred, later ones block (the hook keeps waiting).
-        defer = not call.wait and not (state.deferred - state.decided)
+        # be dropped. So once a call is deferred (decided since or not: claude did not run it),
+        # later ones block (the hook keeps waiting).
+        defer = not call.wait and not state.deferred
 
         def pending(approval_id: str, expires_at: datetime) -> None:
             if defer:  # the hook hangs up and the agent exits: relaunch on the decision

@@ -78,8 +78,8 @@ def screen(spec: RunSpec, call: protocol.AgentCallMessage, cwd: str | None, now:
     return Screened(record=record, decision=decision)
 
 
-def awaits_decision(spec: RunSpec, exit_code: int | None, deferred_undecided: Sequence[str]) -> bool:
+def awaits_decision(spec: RunSpec, exit_code: int | None, deferred: Sequence[str]) -> bool:
     """The agent exited so a person can decide: relaunch it (resumed) after the decision."""
     if spec.agent is AgentKind.CLAUDE:
-        return claude.awaits_decision(exit_code, deferred_undecided)
+        return claude.awaits_decision(exit_code, deferred)
     return False

@@ -8,7 +8,7 @@ How a risky call becomes a decision without holding a process (see docs/agents.m
    that asks becomes an approval keyed by `approval_key` and the hook answers `defer`.
 3. Claude then exits 0 with `stop_reason: tool_deferred`. Exit status 0 alone cannot tell a
    deferral from a finished task, so `awaits_decision` asks what the supervisor itself saw: a
-   call it answered "pending" to, still undecided when claude exited.
+   call it answered "pending" to, so one claude left unrun (decided since or not).
 4. After the decision the next attempt runs `launch_argv(..., resume=SESSION)`: the prompt
    removed, `--resume SESSION` added, the same flags and settings. Claude runs the hook again
    for the same `tool_use_id` and input; the approval key is the same, so the workflow answers
@@ -162,10 +162,12 @@ def approval_ask(
     )
 
 
-def awaits_decision(exit_code: int | None, deferred_undecided: Sequence[str]) -> bool:
-    """Claude exited cleanly after our hook deferred a call nobody has decided yet.
+def awaits_decision(exit_code: int | None, deferred: Sequence[str]) -> bool:
+    """Claude exited cleanly after our hook deferred a call: relaunch it with `--resume`.
 
     Claude's exit status after a deferral is 0 (not EXIT_AWAIT_DECISION): the deferral is
-    known from the supervisor's side, the `pending` it sent to a hook that then hung up.
+    known from the supervisor's side, the `pending` it sent to a hook that then hung up. The
+    call may have been decided before claude exited; it is still unrun, so the relaunch runs
+    (or refuses) it with nothing left to wait for.
     """
-    return exit_code == 0 and bool(deferred_undecided)
+    return exit_code == 0 and bool(deferred)
