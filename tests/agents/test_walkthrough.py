@@ -166,6 +166,12 @@ async def ended(up: Up, cwd: Path, run_id: str) -> dict[str, Any]:
     return found
 
 
+def field(shown: str, name: str) -> str:
+    """One `name  value` line of `toolwarden show`'s human output."""
+    (line,) = [line for line in shown.splitlines() if line.split(" ", 1)[0] == name]
+    return line.split(None, 1)[1]
+
+
 def project(tmp_path: Path) -> Path:
     work = tmp_path / "project"
     (work / "build").mkdir(parents=True)
@@ -192,6 +198,7 @@ async def start_claude(up: Up, work: Path) -> tuple[str, dict[str, Any]]:
         )
 
     await eventually(parked, timeout=120, what="claude exited with the call deferred")
+    assert field(await toolwarden(up, work, "show", run_id), "last_attempt") == "1 awaiting_decision"
     assert up.claude_processes() == []
     assert (work / "build" / "out.o").exists()  # nothing ran while it waited
     return run_id, approval
@@ -209,8 +216,9 @@ async def test_claude_approved_runs_the_command(up: Up, tmp_path: Path) -> None:
     assert not (work / "build").exists()
 
     human = await toolwarden(up, work, "show", run_id)
-    assert "command      claude -p 'clean the build'" in human
-    assert f"cwd          {work}" in human
+    assert field(human, "command") == "claude -p 'clean the build'"
+    assert field(human, "cwd") == str(work)
+    assert field(human, "agent_session") == shown["last_attempt"]["agent_session"]
     (row,) = [line for line in human.splitlines() if line.startswith(approval["approval_id"])]
     assert "approved" in row and "Bash: rm -rf build" in row
     assert "could not handle it" not in up.output()  # the deferred call's channel closed quietly

@@ -330,6 +330,10 @@ def _print_status(status: RunStatus, ui_url: str) -> None:
         fields.append(("signal", status.signal))
     if status.error:
         fields.append(("error", status.error))
+    if live is None and last is not None:  # no process now: how the last one ended
+        fields.append(("last_attempt", f"{last.attempt} {last.outcome.value}"))
+    if last is not None and last.agent_session:
+        fields.append(("agent_session", last.agent_session))
     source = live or last
     if source is not None:
         fields += [
@@ -372,7 +376,7 @@ def _print_status(status: RunStatus, ui_url: str) -> None:
             click.echo(f"  {_fmt_time(entry.at)} {entry.kind} {entry.key or ''} "
                        f"by={entry.by or '-'} {entry.detail or ''}".rstrip())
     tail = (live.tail if live else None) or (last.tail if last else [])
-    if tail:
+    if any(line.strip() for line in tail):
         click.echo("\nlast output:")
         for line in tail[-10:]:
             click.echo(f"  {line}")
