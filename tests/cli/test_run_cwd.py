@@ -85,3 +85,16 @@ async def test_the_python_api_keeps_the_workers_directory(
     assert logs.stdout == f"{os.getcwd()}\n"
     shown = await toolwarden(config, tmp_path, "show", "cwd-api-1")
     assert field(shown.stdout, "cwd") == "(the worker's)"
+
+
+async def test_a_removed_current_directory_is_one_line(config: Path, tmp_path: Path) -> None:
+    gone = tmp_path / "gone"
+    gone.mkdir()
+    script = f'cd "{gone}" && rmdir "{gone}" && exec "$@"'
+    ran = await asyncio.to_thread(
+        subprocess.run, ["sh", "-c", script, "sh", TOOLWARDEN, "--config", str(config), "run", "--", "true"],
+        capture_output=True, text=True, timeout=120, check=False,
+    )
+    assert ran.returncode == 2
+    assert ran.stderr.startswith("error: cannot tell the current directory (")
+    assert ran.stderr.rstrip().endswith("pass --cwd DIR") and ran.stderr.count("\n") == 1
