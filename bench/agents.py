@@ -1,6 +1,6 @@
 """Agent adapters: the hook's cost per allowed call, and decision to approved command running.
 
-    python bench/agents.py [--hook-samples 100] [--decision-samples 5]
+    python bench/agents.py [--hook-samples 100] [--decision-samples 10] [--modes defer,fallback,block]
 
 1. Hook overhead for a call the policy allows. The installed `toolwarden hook claude` runs as
    claude runs it: a fresh process, the hook JSON on stdin, one answer on stdout. It talks to a
@@ -9,13 +9,16 @@
    Two floors, sampled interleaved with it, give context:
    - `python3 -c` reading the JSON and printing an answer: the least any Python hook costs;
    - the same interpreter as the worker, running the same script.
-2. Decision to the approved command running (p50). A real `claude -p` runs under a worker in
-   this process, against the scripted model API (tests/agents/model_api.py). Its one Bash call
-   writes `time.time()` to a stamp file. Time runs from just before `Supervisor.decide` is
+2. Decision to the approved command running (p50, p95). A real `claude -p` runs under a worker
+   in this process, against the scripted model API (tests/agents/model_api.py). Its Bash call
+   writes `date +%s.%N` to a stamp file. Time runs from just before `Supervisor.decide` is
    called to the stamp:
-   - deferred (`agent_mode: defer`): this includes the relaunch, `claude -p --resume SESSION`,
-     and claude's start-up;
-   - blocking (`agent_mode: block`): the hook is already waiting on the socket.
+   - deferred (the default `agent_mode: defer`, one call): claude has exited; this includes
+     the workflow's relaunch, `claude -p --resume SESSION` and claude's start-up;
+   - blocking fallback (defer mode, two calls in one turn): the second call's hook is waiting
+     on the socket while claude lives (claude keeps one deferred call per exit); the first is
+     decided afterwards and not counted;
+   - `agent_mode: block` (one call): every call's hook waits on the socket.
 
 The binaries come from .agents-cli/ (as .ci/run installs them) or PATH.
 """
@@ -35,7 +38,18 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from common import bench_server, console_script, load_average, machine_line, median, ms, new_queue, percentile
+from common import (
+    bench_server,
+    console_script,
+    load_average,
+    machine_line,
+    median,
+    ms,
+    new_queue,
+    other_load,
+    percentile,
+    use_bytecode_cache,
+)
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
@@ -46,7 +60,7 @@ from toolwarden.agents import adapter  # noqa: E402
 from toolwarden.channel import NotifyPending, ToolChannel  # noqa: E402
 from toolwarden.client import RunHandle, Supervisor  # noqa: E402
 from toolwarden.config import Settings  # noqa: E402
-from toolwarden.models import AgentKind, ApprovalAsk, Decision, RunSpec, RunState  # noqa: E402
+from toolwarden.models import AgentKind, ApprovalAsk, AttemptOutcome, Decision, RunSpec, RunState  # noqa: E402
 from toolwarden.worker.runner import build_worker  # noqa: E402
 
 CALL = json.dumps(
@@ -117,6 +131,13 @@ async def hook_overhead(samples: int, home: Path) -> dict[str, list[float]]:
     return times
 
 
+MODES = {
+    "defer": "deferred (exit + --resume)",
+    "fallback": "blocking fallback (2nd call)",
+    "block": "agent_mode: block",
+}
+
+
 async def decision_to_running(samples: int, claude: str, mode: str) -> list[float]:
     latencies: list[float] = []
     async with bench_server() as server:
@@ -131,28 +152,44 @@ async def decision_to_running(samples: int, claude: str, mode: str) -> list[floa
     return latencies[1:]
 
 
+def stamp_command(stamp: Path) -> str:
+    return f"date +%s.%N > {stamp}"
+
+
 async def one_decision(supervisor: Supervisor, settings: Settings, claude: str, mode: str) -> float | None:
     scratch = Path(tempfile.mkdtemp(prefix="bench-agents-"))
-    stamp = scratch / "stamp"
-    command = f"python3 -c 'import time; print(repr(time.time()))' > {stamp}"
-    api = ModelAPI(Script(calls=[("Bash", {"command": command})])).start()
+    stamps = [scratch / "stamp-one", scratch / "stamp-two"]
+    calls = [("Bash", {"command": stamp_command(stamp)}) for stamp in stamps]
+    api = ModelAPI(Script(calls=calls if mode == "fallback" else calls[:1])).start()
     try:
         (scratch / "home").mkdir()
         env = {
             "HOME": str(scratch / "home"), "ANTHROPIC_BASE_URL": api.base_url,
             "ANTHROPIC_API_KEY": "sk-bench", "CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC": "1",
+            "DISABLE_AUTOUPDATER": "1",
         }
         spec = settings.run_spec(
             run_id=f"bench-{uuid.uuid4().hex[:8]}", argv=[claude, "-p", "stamp it"], cwd=str(scratch),
-            env=env, overrides={"agent": "claude", "agent_mode": mode},
+            env=env, overrides={"agent": "claude", "agent_mode": "block" if mode == "block" else "defer"},
         )
         handle = await supervisor.start_run(spec)
-        approval_id = await waiting(handle, parked=(mode == "defer"))
-        decided_at = time.time()
-        await supervisor.decide(approval_id, approve=True, by="bench")
+        if mode == "fallback":
+            first, second = await both_waiting(handle)
+            stamp = stamps[1]
+            decided_at = time.time()
+            await supervisor.decide(second, approve=True, by="bench")
+            await waiting(handle, parked=True)  # the turn ends, claude exits with the first deferred
+            await supervisor.decide(first, approve=True, by="bench")
+        else:
+            approval_id = await waiting(handle, parked=(mode == "defer"))
+            stamp = stamps[0]
+            decided_at = time.time()
+            await supervisor.decide(approval_id, approve=True, by="bench")
         result = await handle.result()
         if result.state is not RunState.SUCCEEDED or not stamp.exists():
-            print(f"  sample lost: {result.state} {result.error}", flush=True)
+            said = api.tool_results()[-1:]
+            print(f"  sample lost: {result.state.value} at attempt {result.attempt}, {result.error}, "
+                  f"the model was told {said}", flush=True)
             return None
         return float(stamp.read_text()) - decided_at
     finally:
@@ -161,13 +198,31 @@ async def one_decision(supervisor: Supervisor, settings: Settings, claude: str, 
 
 
 async def waiting(handle: RunHandle, parked: bool, timeout: float = 300) -> str:
+    """The pending approval once the run waits on it: with claude gone (parked) or alive."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         status = await handle.status()
-        if status.pending_approvals and (status.live is None) is parked:
+        last = status.last_attempt
+        gone = status.live is None and last is not None and last.outcome is AttemptOutcome.AWAITING_DECISION
+        if status.pending_approvals and (gone if parked else status.live is not None):
             return status.pending_approvals[0].approval_id
         await asyncio.sleep(0.02)
     raise TimeoutError("the claude call never waited for a decision")
+
+
+async def both_waiting(handle: RunHandle, timeout: float = 300) -> tuple[str, str]:
+    """(the deferred call, the blocked one) once both wait and claude lives."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        status = await handle.status()
+        pending = status.pending_approvals
+        if len(pending) == 2 and status.live is not None:
+            blocked = [a for a in pending if "stamp-two" in a.summary]
+            deferred = [a for a in pending if "stamp-one" in a.summary]
+            if len(blocked) == 1 and len(deferred) == 1:
+                return deferred[0].approval_id, blocked[0].approval_id
+        await asyncio.sleep(0.02)
+    raise TimeoutError("the two claude calls never both waited")
 
 
 def row(name: str, values: list[float]) -> str:
@@ -195,19 +250,29 @@ async def main(args: argparse.Namespace) -> None:
         return
     if args.decision_samples:
         results: dict[str, list[float]] = {}
-        for mode in ("defer", "block"):
+        for mode in args.modes:
             results[mode] = await decision_to_running(args.decision_samples, claude, mode)
-        print("decision to the approved command running:")
-        print(row("deferred (exit + --resume)", results["defer"]))
-        print(row("blocking (hook waiting)", results["block"]))
+        print(f"decision to the approved command running ({args.decision_samples} samples each):")
+        for mode in args.modes:
+            print(row(MODES[mode], results[mode]))
+        print(f"other load: {other_load()}")
     print(f"load {load_average()}")
 
 
 def parse_args(argv: list[str]) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     parser.add_argument("--hook-samples", type=int, default=100)
-    parser.add_argument("--decision-samples", type=int, default=5)
-    return parser.parse_args(argv)
+    parser.add_argument("--decision-samples", type=int, default=10)
+    parser.add_argument(
+        "--modes", type=lambda text: [m for m in text.split(",") if m], default=list(MODES),
+        help=f"comma-separated, of {', '.join(MODES)}",
+    )
+    parser.add_argument("--no-bytecode-cache", action="store_true", help="see bench/README.md")
+    args = parser.parse_args(argv)
+    unknown = [m for m in args.modes if m not in MODES]
+    if unknown:
+        parser.error(f"unknown mode(s) {', '.join(unknown)} (use {', '.join(MODES)})")
+    return args
 
 
 def entry(argv: list[str]) -> Any:
@@ -215,4 +280,5 @@ def entry(argv: list[str]) -> Any:
 
 
 if __name__ == "__main__":
+    use_bytecode_cache(sys.argv[1:])
     entry(sys.argv[1:])

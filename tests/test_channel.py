@@ -393,6 +393,38 @@ async def test_close_cancels_requests_and_unlinks(sock_dir: Path) -> None:
     await client.close()
 
 
+async def test_a_cancelled_handler_that_raises_instead_is_not_a_warning(
+    sock_dir: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    # temporalio turns a cancelled update call into WorkflowUpdateRPCTimeoutOrCancelledError;
+    # the channel cancelled it itself (a deferred agent call's hook hung up), so it is no error.
+    started = asyncio.Event()
+
+    async def on_request(ask: ApprovalAsk, notify: NotifyPending) -> Decision:
+        notify("r/wait", DECIDED_AT)
+        started.set()
+        try:
+            await asyncio.Event().wait()
+        except asyncio.CancelledError:
+            raise RuntimeError("Timeout or cancellation waiting for update") from None
+        raise AssertionError("never decided")
+
+    chan = ToolChannel(
+        sock_dir / "x.sock", run_id="r", attempt=1, heartbeat_interval=1.0,
+        on_heartbeat=lambda progress, message: None, on_request=on_request,
+    )
+    await chan.start()
+    client = await Client.connect(chan)
+    await client.send(ask_line("x1", "wait"))
+    assert (await client.recv())["type"] == "pending"
+    await asyncio.wait_for(started.wait(), DEADLINE)
+    with caplog.at_level("WARNING", logger="toolwarden.channel"):
+        await chan.close()
+    assert [r.getMessage() for r in caplog.records if r.name == "toolwarden.channel"] == []
+    assert await asyncio.wait_for(client.reader.read(), DEADLINE) == b""  # no error reply
+    await client.close()
+
+
 async def test_start_replaces_a_stale_socket_but_not_a_file(sock_dir: Path) -> None:
     stale = sock_dir / "stale.sock"
     leftover = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)

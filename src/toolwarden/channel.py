@@ -388,6 +388,12 @@ class ToolChannel:
         except asyncio.CancelledError:
             raise
         except Exception as exc:
+            task = asyncio.current_task()
+            if task is not None and task.cancelling():
+                # We cancelled it (the tool hung up, or the attempt ended) and the handler
+                # turned that into an error, as temporalio's update calls do ("Timeout or
+                # cancellation waiting for update"): nothing went wrong, nobody to answer.
+                raise asyncio.CancelledError from exc
             text = str(exc) or type(exc).__name__
             log.warning("approval %s: the supervisor could not handle it: %s", key, text)
             conn.send(protocol.encode_error(protocol.UNAVAILABLE, text, request_id))

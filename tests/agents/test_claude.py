@@ -208,3 +208,29 @@ async def test_a_second_call_in_the_same_turn_blocks_instead_of_deferring(
     result = await handle.result()
     assert (result.state, result.attempt) == (RunState.SUCCEEDED, 2)
     assert (workdir / "one").exists()
+
+
+async def test_a_decision_given_before_claude_exits_still_runs_the_call(
+    supervisor: Supervisor,
+    settings: Settings,
+    run_id: Any,
+    claude_bin: str,
+    workdir: Path,
+    claude_env: dict[str, str],
+    model_api: ModelAPI,
+) -> None:
+    # The hook has answered `defer`, so claude will not run the call whatever comes next; a
+    # decision that lands before claude has exited must still relaunch it (it used to end the
+    # run `succeeded` at attempt 1 with the approved command never run).
+    spec = claude_spec(settings, run_id("claude"), claude_bin, workdir, claude_env)
+    handle = await supervisor.start_run(spec)
+
+    async def asked() -> ApprovalRecord | None:
+        pending = (await handle.status()).pending_approvals
+        return pending[0] if pending else None
+
+    approval = await eventually(asked, timeout=120, interval=0.01, what="the call asked")
+    await supervisor.decide(approval.approval_id, approve=True, by="alice")
+    result = await handle.result()
+    assert (result.state, result.exit_code, result.attempt) == (RunState.SUCCEEDED, 0, 2)
+    assert not (workdir / "build").exists()

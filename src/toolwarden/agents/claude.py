@@ -167,6 +167,8 @@ def awaits_decision(exit_code: int | None, deferred: Sequence[str]) -> bool:
     """Claude exited cleanly after our hook deferred a call: it ran nothing of it yet.
 
     Claude's exit status after a deferral is 0 (not EXIT_AWAIT_DECISION): the deferral is
-    known from the supervisor's side, the `pending` it sent to a hook that then hung up.
+    known from the supervisor's side, the `pending` it sent to a hook that then hung up. The
+    call may have been decided before claude exited; it is still unrun, so the relaunch runs
+    (or refuses) it with nothing left to wait for.
     """
     return exit_code == 0 and bool(deferred)

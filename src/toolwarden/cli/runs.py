@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import re
+import shlex
 import sys
 from datetime import UTC, datetime
 from pathlib import Path
@@ -52,6 +54,14 @@ def pump(follower: LogFollower) -> int:
             out.flush()
             copied += len(growth.data)
     return copied
+
+
+def _working_directory(cwd: str | None) -> str:
+    """`--cwd` made absolute, else the directory `toolwarden run` was started in."""
+    try:
+        return str(Path(cwd).resolve()) if cwd else os.getcwd()
+    except OSError as exc:  # the shell's directory was removed under it
+        raise CliError(f"cannot tell the current directory ({one_line(exc)}); pass --cwd DIR", 2) from exc
 
 
 def _parse_env(pairs: tuple[str, ...]) -> dict[str, str]:
@@ -152,7 +162,10 @@ async def _run(settings: Settings, spec_args: dict[str, object], detach: bool) -
 @click.option("--hang-timeout", help="Kill the tool after this long without output or heartbeat.")
 @click.option("--kill-grace", help="Time between SIGTERM and SIGKILL.")
 @click.option("--retries", type=click.IntRange(min=0), help="Relaunch this many times on failure or hang.")
-@click.option("--cwd", type=click.Path(file_okay=False), help="Working directory of the tool.")
+@click.option(
+    "--cwd", type=click.Path(file_okay=False),
+    help="Working directory of the tool (default: the current directory).",
+)
 @click.option(
     "--env", "env_pairs", multiple=True, metavar="K=V",
     help="Extra environment, plain configuration shown by `show` (repeat).",
@@ -215,7 +228,7 @@ def run(
         "run_id": run_id,
         "name": name,
         "profile": profile,
-        "cwd": str(Path(cwd).resolve()) if cwd else None,
+        "cwd": _working_directory(cwd),
         "env": env,
         "secrets": list(secrets),
         "timeout": _duration(timeout, "--timeout"),
@@ -303,7 +316,8 @@ def _print_status(status: RunStatus, ui_url: str) -> None:
     fields = [
         ("run", status.run_id),
         ("tool", status.tool_name),
-        ("command", " ".join(status.argv)),
+        ("command", shlex.join(status.argv)),
+        *([("cwd", status.spec.cwd or "(the worker's)")] if status.spec else []),
         ("state", status.state.value),
         ("attempt", str(status.attempt)),
         ("retry_count", str(status.retry_count)),
@@ -316,6 +330,10 @@ def _print_status(status: RunStatus, ui_url: str) -> None:
         fields.append(("signal", status.signal))
     if status.error:
         fields.append(("error", status.error))
+    if live is None and last is not None:  # no process now: how the last one ended
+        fields.append(("last_attempt", f"{last.attempt} {last.outcome.value}"))
+    if last is not None and last.agent_session:
+        fields.append(("agent_session", last.agent_session))
     source = live or last
     if source is not None:
         fields += [
@@ -358,7 +376,7 @@ def _print_status(status: RunStatus, ui_url: str) -> None:
             click.echo(f"  {_fmt_time(entry.at)} {entry.kind} {entry.key or ''} "
                        f"by={entry.by or '-'} {entry.detail or ''}".rstrip())
     tail = (live.tail if live else None) or (last.tail if last else [])
-    if tail:
+    if any(line.strip() for line in tail):
         click.echo("\nlast output:")
         for line in tail[-10:]:
             click.echo(f"  {line}")
