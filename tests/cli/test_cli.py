@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import shlex
 import shutil
 import subprocess
 import sys
@@ -109,12 +110,17 @@ async def _both(listing, run_id: str):  # type: ignore[no-untyped-def]
     return states if "cli-done-1" in states and run_id in states else None
 
 
-async def test_approvals_approve_and_reject(config_file: Path, supervisor: Supervisor) -> None:
+async def test_approvals_approve_and_reject(
+    config_file: Path, supervisor: Supervisor, tmp_path: Path
+) -> None:
+    # cli-appr-1 lives on after its approval until `gate` exists, so the late reject below
+    # reaches the running workflow and is audited, however slow the machine.
+    gate = tmp_path / "gate"
+    then_wait = shlex.join([*tool("wait_for_file.py"), str(gate)])
     for run_id in ("cli-appr-1", "cli-appr-2"):
-        await invoke(
-            config_file, "run", "--id", run_id, "--detach", "--",
-            *tool("approval_tool.py"), "step", "Risky step",
-        )
+        ask = shlex.join([*tool("approval_tool.py"), "step", "Risky step"])
+        script = f"{ask} && {then_wait}" if run_id == "cli-appr-1" else ask
+        await invoke(config_file, "run", "--id", run_id, "--detach", "--", "sh", "-c", script)
 
     async def both_pending() -> list[dict[str, object]] | None:
         result = await invoke(config_file, "approvals", "--json")
@@ -145,6 +151,7 @@ async def test_approvals_approve_and_reject(config_file: Path, supervisor: Super
     assert bad_json.exit_code == 2
     rejected = await invoke(config_file, "reject", "cli-appr-2/step", "--reason", "no")
     assert rejected.exit_code == 0
+    gate.touch()
     assert (await supervisor.get_run("cli-appr-1").result()).state.value == "succeeded"
     assert (await supervisor.get_run("cli-appr-2").result()).state.value == "failed"
     shown = await invoke(config_file, "show", "cli-appr-1")
