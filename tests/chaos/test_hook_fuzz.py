@@ -32,6 +32,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from tests.chaos.test_protocol_fuzz import generate_lines, json_values
+from tests.chaos.test_worker_kill import processes_of_runs
 from tests.support import eventually
 from toolwarden import protocol
 from toolwarden.activities.tool_run import socket_path
@@ -301,6 +302,7 @@ async def test_every_bad_hook_input_is_denied_and_the_run_succeeds(
     gate.touch()
     result = await handle.result()
     assert result.state is RunState.SUCCEEDED, result
+    await eventually(lambda: processes_of_runs({rid}) == [], timeout=30, what="no agent process left")
     status = await handle.status()
     policy_calls = sum(1 for entry in status.audit if entry.kind.startswith("policy_"))
     print(
@@ -310,5 +312,5 @@ async def test_every_bad_hook_input_is_denied_and_the_run_succeeds(
         f"{dict(sorted(kinds.items()))}; answers by reason {dict(sorted(reasons.items()))}; "
         f"protocol error replies {dict(sorted(codes.items()))}; {len(sample)} through the real "
         f"`toolwarden hook claude` in {process_s:.1f}s, all the same; policy calls audited "
-        f"{policy_calls}; worker crashes 0; the run then {result.state.value}"
+        f"{policy_calls}; worker crashes 0; processes left 0; the run then {result.state.value}"
     )
