@@ -1,7 +1,7 @@
 """Chaos: one tool blocks in 12 asks at once, past the server's 10 in-flight updates per run.
 
 Each blocking ask holds a `wait_decision` update while it waits, and Temporal refuses more than
-`limit.workflowExecution.maxInFlightUpdates` (10 by default) per run at a time: the asks past
+`history.maxInFlightUpdates` (10 by default) per run at a time: the asks past
 it retry until a slot frees (the worker logs them), and a person's decision, itself an update,
 is refused too, so it goes as a signal instead. All 12 are decided as they are listed, the
 tool gets every answer and the run succeeds.
