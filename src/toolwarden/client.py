@@ -410,6 +410,10 @@ class RunHandle:
         except WorkflowUpdateFailedError as exc:
             raise _update_refusal(exc) from exc
         except RPCError as exc:
+            if exc.status == RPCStatusCode.RESOURCE_EXHAUSTED:
+                # The run holds as many updates as the server allows in flight (each tool's
+                # blocking ask holds one): a signal still lands, and applies at once.
+                return await self._queue_decision(request, busy=True)
             # A closed run rejects updates; say what became of the approval instead.
             raise await self._closed_approval(key) from exc
         if not decided.took_effect and decided.approval is not None:
@@ -421,7 +425,7 @@ class RunHandle:
             )
         return decided
 
-    async def _queue_decision(self, request: DecideRequest) -> DecideResult:
+    async def _queue_decision(self, request: DecideRequest, *, busy: bool = False) -> DecideResult:
         signal = DecisionSignal(
             key=request.key, by=request.by, reason=request.reason, response=request.response
         )
@@ -430,6 +434,17 @@ class RunHandle:
         except RPCError as exc:
             raise await self._closed_approval(request.key) from exc
         verb = "approval" if request.approve else "rejection"
+        if busy:
+            return DecideResult(
+                took_effect=False,
+                queued=True,
+                message=(
+                    f"queued: run {self.run_id} has as many requests in flight as the server "
+                    f"allows; your {verb} of {self.run_id}/{request.key} is recorded in the "
+                    "run's history and applies as the run reads it, unless it was decided or "
+                    f"expired first (`toolwarden show {self.run_id}` tells)"
+                ),
+            )
         return DecideResult(
             took_effect=False,
             queued=True,

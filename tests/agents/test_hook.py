@@ -144,6 +144,9 @@ async def test_pending_defers_and_blocking_waits_until_its_timeout(supervisor: S
         (b'{"tool_input": {}}', "no tool_name"),
         (b"\xff\xfe", "not JSON"),
         (b"", "not JSON"),
+        (b'{"tool_name": "Read", "tool_input": ["x"]}', "tool_input is not a JSON object"),
+        (b'{"tool_name": "Read", "tool_input": {}, "tool_use_id": 7}', "tool_use_id is not a string"),
+        (b'{"tool_name": "Read", "a": ' + b"[" * 100_000 + b"]" * 100_000 + b"}", "not JSON"),
     ],
 )
 async def test_malformed_input_is_denied_with_a_reason(

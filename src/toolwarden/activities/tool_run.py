@@ -16,8 +16,9 @@ from typing import Any
 
 from pydantic import ValidationError
 from temporalio import activity
-from temporalio.client import WorkflowHandle
+from temporalio.client import WorkflowHandle, WorkflowUpdateRPCTimeoutOrCancelledError
 from temporalio.exceptions import ApplicationError, ApplicationErrorCategory
+from temporalio.service import RPCError, RPCStatusCode
 
 from toolwarden import metrics, protocol
 from toolwarden.agents import adapter
@@ -65,8 +66,60 @@ from toolwarden.workflows import (
 )
 
 MAX_TICK_SECONDS = 1.0
+# A tool waiting on a person outlives a Temporal server restart: these are retried, not fatal.
+TRANSIENT_RPC = frozenset(
+    {
+        RPCStatusCode.UNAVAILABLE,
+        RPCStatusCode.DEADLINE_EXCEEDED,
+        RPCStatusCode.RESOURCE_EXHAUSTED,
+        RPCStatusCode.UNKNOWN,  # a connection cut mid-call ("transport error")
+    }
+)
+UPDATE_RETRY_INITIAL = 0.2
+UPDATE_RETRY_MAX = 5.0
 
 log = logging.getLogger(__name__)
+
+
+async def _update_through_outages(
+    workflow: WorkflowHandle[object, object],
+    name: str,
+    arg: Any,
+    result_type: type[Any],
+    *,
+    update_id: str | None = None,
+) -> Any:
+    """`execute_update`, retried while the server is unreachable (a restart, a network cut).
+
+    Both updates it serves are idempotent (an approval is opened once per key; a wait returns
+    the decision), so a retry after a lost answer is safe. Any other error is raised.
+    """
+    delay = UPDATE_RETRY_INITIAL
+    failures = 0
+    while True:
+        try:
+            result = await workflow.execute_update(
+                name, arg, id=update_id, result_type=result_type
+            )
+        except WorkflowUpdateRPCTimeoutOrCancelledError as exc:
+            # The SDK turns our own cancellation (the tool hung up) into this error too.
+            task = asyncio.current_task()
+            if isinstance(exc.__cause__, asyncio.CancelledError) or (task and task.cancelling()):
+                raise asyncio.CancelledError() from exc
+            why = str(exc) or type(exc).__name__
+        except RPCError as exc:
+            if exc.status not in TRANSIENT_RPC:
+                raise
+            why = f"{exc.status.name}: {exc.message}"
+        else:
+            if failures:
+                log.warning("%s on %s: answered after %d retries", name, workflow.id, failures)
+            return result
+        failures += 1
+        if failures == 1:
+            log.warning("%s on %s: the server did not answer (%s); retrying", name, workflow.id, why)
+        await asyncio.sleep(delay)
+        delay = min(delay * 2, UPDATE_RETRY_MAX)
 
 
 def log_paths(settings: Settings, run_id: str, name: str) -> tuple[Path, Path]:
@@ -404,16 +457,18 @@ class ToolActivities:
         state.waiting.add(ask.key)
         try:
             ask = ask.model_copy(update={"attempt": state.attempt.attempt})
-            record: ApprovalRecord = await workflow.execute_update(
-                REQUEST_APPROVAL_UPDATE, ask, result_type=ApprovalRecord
+            record: ApprovalRecord = await _update_through_outages(
+                workflow, REQUEST_APPROVAL_UPDATE, ask, ApprovalRecord
             )
             if record.state is not ApprovalState.PENDING:
                 state.decided.add(ask.key)
                 answer: Decision = record.decision()
                 return answer
             notify_pending(record.approval_id, record.expires_at)
-            decision: Decision = await workflow.execute_update(
-                WAIT_DECISION_UPDATE, ApprovalRef(key=ask.key), result_type=Decision
+            # One id per attempt and key: a retry attaches to the wait the server already has.
+            decision: Decision = await _update_through_outages(
+                workflow, WAIT_DECISION_UPDATE, ApprovalRef(key=ask.key), Decision,
+                update_id=f"{WAIT_DECISION_UPDATE}:{state.key}:{ask.key}",
             )
             state.decided.add(ask.key)
             if decision.decided_at is not None:

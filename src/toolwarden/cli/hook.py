@@ -69,24 +69,52 @@ def _read_stdin(deadline: float) -> bytes:
         chunks.append(chunk)
 
 
+# Fields Claude Code and Codex send as strings when they send them at all.
+_TEXT_FIELDS = ("session_id", "tool_use_id", "hook_event_name", "cwd", "transcript_path")
+
+
 def parse_input(raw: bytes) -> dict[str, Any]:
-    """The agent's hook JSON; raises HookFailure saying what is wrong with it."""
+    """The agent's hook JSON; raises HookFailure saying what is wrong with it.
+
+    Anything an agent would not send is refused, not repaired: a `tool_name` that is not a
+    non-empty string, a `tool_input` that is not an object, an id or event that is not a string.
+    """
+    if len(raw) > MAX_STDIN_BYTES:
+        raise HookFailure(f"the hook input is larger than {MAX_STDIN_BYTES} bytes")
     try:
         data = json.loads(raw.decode("utf-8"))
-    except (UnicodeDecodeError, ValueError) as exc:
-        raise HookFailure(f"malformed hook input (not JSON: {exc})") from None
+    except (UnicodeDecodeError, ValueError, RecursionError) as exc:
+        raise HookFailure(f"malformed hook input (not JSON: {one_line(exc)})") from None
     if not isinstance(data, dict):
         raise HookFailure("malformed hook input (not a JSON object)")
     name = data.get("tool_name")
     if not isinstance(name, str) or not name:
         raise HookFailure("malformed hook input (no tool_name)")
+    tool_input = data.get("tool_input")
+    if tool_input is not None and not isinstance(tool_input, dict):
+        raise HookFailure("malformed hook input (tool_input is not a JSON object)")
+    for field in _TEXT_FIELDS:
+        value = data.get(field)
+        if value is not None and not isinstance(value, str):
+            raise HookFailure(f"malformed hook input ({field} is not a string)")
     return data
 
 
+def one_line(exc: BaseException) -> str:
+    text = " ".join(str(exc).split())
+    return text[:200] or type(exc).__name__
+
+
 def ask_supervisor(
-    agent: str, data: dict[str, Any], *, wait: bool, deadline: float, hand_over: float | None = None
+    agent: str,
+    data: dict[str, Any],
+    *,
+    wait: bool,
+    deadline: float,
+    path: str | None,
+    hand_over: float | None = None,
 ) -> Answer:
-    """Send the call over the run's socket and turn the reply into an answer.
+    """Send the call over the run's socket at `path` and turn the reply into an answer.
 
     With `hand_over` (a `time.monotonic()` value before `deadline`; Codex in defer mode), a
     blocking wait still pending then is handed to the supervisor: the call is sent again with
@@ -95,7 +123,6 @@ def ask_supervisor(
     """
     from toolwarden import protocol
 
-    path = os.environ.get(protocol.ENV_SOCKET)
     if not path:
         raise HookFailure(f"not supervised ({protocol.ENV_SOCKET} is not set)")
     request_id = uuid.uuid4().hex
@@ -128,8 +155,8 @@ def _agent_call_line(agent: str, data: dict[str, Any], request_id: str, *, wait:
             tool_use_id=use_id if isinstance(use_id, str) and use_id else None,
             wait=wait,
         )
-    except (TypeError, ValueError) as exc:
-        raise HookFailure(f"malformed hook input ({exc})") from None
+    except (TypeError, ValueError, RecursionError) as exc:
+        raise HookFailure(f"malformed hook input ({one_line(exc)})") from None
     if len(line) > protocol.MAX_LINE_BYTES:
         raise HookFailure(f"the tool call is larger than {protocol.MAX_LINE_BYTES} bytes")
     return line
@@ -221,26 +248,56 @@ def _from_decision(decision: Any) -> Answer:
     return Answer("deny", f"toolwarden: {decision.outcome}{by}{reason}")
 
 
-def decide(
-    agent: str, *, wait: bool, timeout: float, hand_over: bool = False
+def answer(
+    agent: str,
+    raw: bytes,
+    *,
+    wait: bool,
+    deadline: float,
+    socket_path: str | None,
+    hand_over: float | None = None,
 ) -> tuple[Answer, str | None]:
-    """The whole hook: read, ask, answer (and the input's hook event); never raises."""
-    started = time.monotonic()
-    deadline = started + max(1.0, timeout)
-    # Hand a wait over this long before answering (less on a short timeout), for the round trip.
-    reserve = min(HAND_OVER_RESERVE, max(1.0, timeout) / 2)
+    """The hook's answer to one input as the agent wrote it (and the input's hook event).
+
+    Asks the supervisor at `socket_path` and answers by `deadline` (a `time.monotonic()`;
+    `hand_over` as in `ask_supervisor`); never raises: anything that is not a decision is a
+    deny that says why.
+    """
     event: str | None = None
     try:
-        data = parse_input(_read_stdin(deadline))
+        data = parse_input(raw)
         found = data.get("hook_event_name")
         event = found if isinstance(found, str) else None
-        at = deadline - reserve if hand_over else None
-        return ask_supervisor(agent, data, wait=wait, deadline=deadline, hand_over=at), event
+        asked = ask_supervisor(
+            agent, data, wait=wait, deadline=deadline, path=socket_path, hand_over=hand_over
+        )
+        return asked, event
     except HookFailure as exc:
         return Answer("deny", f"toolwarden: denied: {exc}"), event
     except Exception as exc:  # a bug here must not let the call through: deny, say why
         text = f"toolwarden: denied: internal error in the hook: {type(exc).__name__}: {exc}"
         return Answer("deny", text), event
+
+
+def decide(
+    agent: str, *, wait: bool, timeout: float, hand_over: bool = False
+) -> tuple[Answer, str | None]:
+    """The whole hook: read stdin, ask, answer (and the input's hook event); never raises."""
+    from toolwarden import protocol
+
+    deadline = time.monotonic() + max(1.0, timeout)
+    # Hand a wait over this long before answering (less on a short timeout), for the round trip.
+    reserve = min(HAND_OVER_RESERVE, max(1.0, timeout) / 2)
+    try:
+        raw = _read_stdin(deadline)
+    except HookFailure as exc:
+        return Answer("deny", f"toolwarden: denied: {exc}"), None
+    except Exception as exc:  # as in `answer`: deny, say why
+        text = f"toolwarden: denied: internal error in the hook: {type(exc).__name__}: {exc}"
+        return Answer("deny", text), None
+    path = os.environ.get(protocol.ENV_SOCKET)
+    at = deadline - reserve if hand_over else None
+    return answer(agent, raw, wait=wait, deadline=deadline, socket_path=path, hand_over=at)
 
 
 def claude_output(answer: Answer) -> dict[str, Any]:
