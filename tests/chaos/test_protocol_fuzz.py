@@ -31,7 +31,11 @@ BATCH = 200
 KNOWN_TYPES = {protocol.HELLO, protocol.HEARTBEAT, protocol.APPROVAL_REQUEST}
 # Values an agent could send: JSON has no NaN or Infinity (json.dumps would write them anyway).
 json_values = st.recursive(
-    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False, allow_infinity=False) | st.text(max_size=20),
+    st.none()
+    | st.booleans()
+    | st.integers()
+    | st.floats(allow_nan=False, allow_infinity=False)
+    | st.text(max_size=20),
     lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner, max_size=4),
     max_leaves=10,
 )
