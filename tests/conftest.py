@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 from temporalio.client import Client
 
-from tests.support import TOOLS, eventually, free_port, tool
+from tests.support import TOOLS, end_open_runs, eventually, free_port, tool
 from toolwarden.client import Supervisor, connect_client
 from toolwarden.config import (
     MirrorSettings,
@@ -95,6 +95,8 @@ async def client(temporal_address: str, server_home: Path) -> Client:
 async def worker(client: Client, settings: Settings) -> AsyncIterator[None]:
     async with build_worker(client, settings):
         yield
+    await end_open_runs(client, settings.temporal.task_queue)
+
 
 
 @pytest.fixture

@@ -6,12 +6,16 @@ Plain functions, not fixtures, so any test (or a fixture) imports them from one 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import socket
 import sys
 import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any, TypeVar
+
+from temporalio.client import Client
+from temporalio.service import RPCError
 
 T = TypeVar("T")
 
@@ -60,3 +64,15 @@ def tool(name: str) -> list[str]:
     if path.suffix == ".py":
         return [sys.executable, str(path)]
     return [str(path)]
+
+
+async def end_open_runs(client: Client, task_queue: str) -> None:
+    """Terminate the runs a test left open on its task queue: with their worker gone they
+    could answer no query, and every later approvals listing on the shared server would wait
+    for them."""
+    query = f"TaskQueue = '{task_queue}' AND ExecutionStatus = 'Running'"
+    async for execution in client.list_workflows(query):
+        with contextlib.suppress(RPCError):  # ended meanwhile
+            await client.get_workflow_handle(execution.id, run_id=execution.run_id).terminate(
+                reason="the test that started it has ended"
+            )

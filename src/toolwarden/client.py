@@ -270,6 +270,10 @@ async def ensure_search_attributes(client: Client, namespace: str) -> None:
 
 
 QUERY_TIMEOUT = timedelta(seconds=15)
+# A listing asks every waiting run at once and is only as quick as the slowest answer. A run
+# whose worker died recently (the server still counts it as polling) answers nothing until the
+# timeout, so a listing waits less and shows such runs as unanswered instead.
+LISTING_QUERY_TIMEOUT = timedelta(seconds=5)
 # A worker answers a decision in milliseconds. Past this the run has no live worker: after a
 # worker crash another one takes its runs once the sticky queue times out (10 s), so wait longer.
 DECIDE_TIMEOUT = timedelta(seconds=15)
@@ -290,11 +294,11 @@ class RunHandle:
             run_id, result_type=RunResult
         )
 
-    async def status(self) -> RunStatus:
+    async def status(self, timeout: timedelta = QUERY_TIMEOUT) -> RunStatus:
         """The workflow's own status, plus what the live tool last reported by heartbeat."""
         try:
             status, description = await asyncio.gather(
-                self._handle.query(STATUS_QUERY, result_type=RunStatus, rpc_timeout=QUERY_TIMEOUT),
+                self._handle.query(STATUS_QUERY, result_type=RunStatus, rpc_timeout=timeout),
                 self._handle.describe(),
             )
         except RPCError as exc:
@@ -587,7 +591,8 @@ class Supervisor:
                 approval_state=ApprovalState.PENDING, running_only=True, limit=None
             )
         answers = await asyncio.gather(
-            *(self.get_run(r.run_id).status() for r in runs), return_exceptions=True
+            *(self.get_run(r.run_id).status(LISTING_QUERY_TIMEOUT) for r in runs),
+            return_exceptions=True,
         )
         statuses: dict[str, RunStatus] = {}
         unanswered: list[str] = []

@@ -11,6 +11,7 @@ import httpx
 from temporalio.client import Client
 
 from tests.http.serving import report
+from tests.support import end_open_runs
 from toolwarden.activities.tool_run import ToolActivities
 from toolwarden.client import Supervisor
 from toolwarden.config import Settings
@@ -73,3 +74,4 @@ async def serve_web(
         # Links in notifications name the page as browsers reach it: here, the test's port.
         settings.notifications.base_url = server.url
         yield WebServer(server.url, settings, supervisor, tokens)
+    await end_open_runs(client, settings.temporal.task_queue)
